@@ -1,0 +1,1 @@
+"""pruneops components (built by a later issue)."""

@@ -1,0 +1,1 @@
+"""pruneops monitoring (built by a later issue)."""

@@ -1,0 +1,1 @@
+"""pruneops pipelines (built by a later issue)."""

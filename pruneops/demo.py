@@ -1,0 +1,73 @@
+"""Bootstrap the embedded demo: train the digits baseline and register it as champion.
+
+>>> import os, tempfile
+>>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
+>>> info = init_demo("digits-doc")                  # doctest: +SKIP
+>>> info.aliases                                     # doctest: +SKIP
+('champion',)
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from pruneops.modelio import save_model
+from pruneops.registry import CHAMPION, Registry, VersionInfo
+from pruneops.tasks import Task, load_task
+
+DEFAULT_TASK = "pruneops.tasks.digits:task"
+
+
+def register_baseline(
+    registry: Registry, name: str, task: Task, model: object, task_path: str, why: str = "baseline"
+) -> VersionInfo:
+    """Register a dense model as a new version with its metrics and reference sample, and make it champion.
+
+    >>> # registry, task = Registry(), load_task(DEFAULT_TASK)
+    >>> # register_baseline(registry, "digits", task, task.train_baseline(), DEFAULT_TASK)
+    """
+    from torch import nn
+
+    assert isinstance(model, nn.Module)
+    metrics = task.evaluate(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(model, tmp, task.arch)
+        info = registry.register(
+            name,
+            tmp,
+            tags={
+                "source": "baseline",
+                "task": task_path,
+                "method": "dense",
+                "pattern": "dense",
+                "sparsity": 0.0,
+                "accuracy": f"{metrics[task.primary_metric]:.6f}",
+                "gate": "passed",
+            },
+            metrics=metrics,
+            reference=task.reference_sample(),
+            feature_names=task.feature_names,
+            report={"task": task_path, "metrics": metrics, "kind": "baseline"},
+        )
+    registry.set_alias(name, CHAMPION, info.version, why)
+    return registry.version(name, info.version)
+
+
+def init_demo(name: str = "digits", task_path: str = DEFAULT_TASK, seed: int = 0, force: bool = False) -> VersionInfo:
+    """Train the task's baseline and register it as ``champion``; reuse an existing champion unless ``force``."""
+    registry = Registry()
+    if not force:
+        existing = _existing_champion(registry, name)
+        if existing is not None:
+            return existing
+    task = load_task(task_path)
+    return register_baseline(registry, name, task, task.train_baseline(seed), task_path, why="init-demo")
+
+
+def _existing_champion(registry: Registry, name: str) -> VersionInfo | None:
+    from pruneops.errors import NotFoundError
+
+    try:
+        return registry.alias(name, CHAMPION)
+    except NotFoundError:
+        return None

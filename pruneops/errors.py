@@ -1,0 +1,35 @@
+"""Exception types shared by the library, the CLI and the services.
+
+Every error a user can cause derives from :class:`PruneopsError`, so the CLI prints one line
+and exits non-zero, and the servers map them to 4xx statuses instead of 500.
+
+>>> try:
+...     raise RecipeError("prune.sparsity: must be in (0, 1)")
+... except PruneopsError as err:
+...     str(err)
+'prune.sparsity: must be in (0, 1)'
+"""
+
+
+class PruneopsError(Exception):
+    """Base class of every error a user can cause; its message is one readable line."""
+
+
+class RecipeError(PruneopsError, ValueError):
+    """A recipe that does not validate; the message names the field and the fix."""
+
+
+class RegistryError(PruneopsError):
+    """The registry cannot do what was asked (unreachable server, a conflicting state)."""
+
+
+class NotFoundError(RegistryError, LookupError):
+    """A model, version or alias that does not exist in the registry."""
+
+
+class ModelFormatError(PruneopsError):
+    """A stored model that is missing files, corrupt, or does not match its architecture."""
+
+
+class TaskError(PruneopsError):
+    """A task import path that does not resolve to a usable Task."""

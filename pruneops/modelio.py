@@ -1,0 +1,179 @@
+"""Save and load models without pickle: ``arch.json`` + ``model.safetensors``.
+
+``arch.json`` names a factory by import path (``pkg.module:function``) and its keyword
+arguments. Structured pruning changes widths and head counts, so the file also records the
+scalar attributes that differ from a fresh build (``overrides``, e.g. ``{"features.0":
+{"out_channels": 16}}``); the loader applies them and reshapes every parameter and buffer to
+the stored tensor's shape before loading it. Nothing is unpickled: weights go through
+safetensors, and the factory is code the user installed.
+
+>>> import tempfile, torch
+>>> spec = ArchSpec(factory="torch.nn:Linear", kwargs={"in_features": 4, "out_features": 2})
+>>> model = build_model(spec)
+>>> folder = tempfile.mkdtemp()
+>>> _ = save_model(model, folder, spec)
+>>> loaded = load_model(folder)
+>>> torch.equal(loaded.weight, model.weight)
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruneops.errors import ModelFormatError
+
+ARCH_FILE = "arch.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+_SCALARS = (int, float, bool, str)
+# Module state that is not architecture: train/eval mode is set by the loader.
+_NOT_ARCH = {"training"}
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to rebuild a model: ``factory(**kwargs)`` then per-module attribute ``overrides``."""
+
+    factory: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The spec as JSON, with a format version."""
+        return json.dumps({"format": FORMAT_VERSION, **asdict(self)}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        """Parse ``arch.json``; a malformed file raises :class:`ModelFormatError`."""
+        try:
+            data = json.loads(text)
+            if data.pop("format", None) != FORMAT_VERSION:
+                raise ValueError(f"unsupported format version, expected {FORMAT_VERSION}")
+            return cls(**data)
+        except (ValueError, TypeError) as err:
+            raise ModelFormatError(f"{ARCH_FILE} is malformed: {err}") from None
+
+
+def resolve(import_path: str) -> Any:
+    """Import ``pkg.module:attr`` and return the attribute.
+
+    >>> resolve("torch.nn:Linear").__name__
+    'Linear'
+    """
+    module_name, _, attr = import_path.partition(":")
+    if not module_name or not attr:
+        raise ModelFormatError(f"import path {import_path!r} must look like 'package.module:name'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ModelFormatError(f"cannot import {import_path!r}: {err}") from None
+
+
+def build_model(spec: ArchSpec) -> nn.Module:
+    """A fresh, randomly initialised model from its spec (overrides not applied)."""
+    model = resolve(spec.factory)(**spec.kwargs)
+    if not isinstance(model, nn.Module):
+        raise ModelFormatError(f"factory {spec.factory!r} returned {type(model).__name__}, not a torch module")
+    return model
+
+
+def scalar_overrides(model: nn.Module, spec: ArchSpec) -> dict[str, dict[str, Any]]:
+    """The scalar module attributes of ``model`` that differ from a fresh build of ``spec``.
+
+    This is how a structurally pruned model records its new widths and head counts.
+    """
+    fresh = dict(build_model(spec).named_modules())
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        reference = fresh.get(name)
+        if reference is None:
+            raise ModelFormatError(f"module {name!r} is not in the architecture {spec.factory!r}")
+        changed = {
+            key: value
+            for key, value in vars(module).items()
+            if isinstance(value, _SCALARS)
+            and not key.startswith("_")
+            and key not in _NOT_ARCH
+            and vars(reference).get(key) != value
+        }
+        if changed:
+            overrides[name] = changed
+    return overrides
+
+
+def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec) -> Path:
+    """Write ``arch.json`` and ``model.safetensors`` into ``folder``; return the folder.
+
+    Tensors are saved contiguous and detached; reparametrizations (pruning masks) must
+    already be made permanent.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    full = ArchSpec(spec.factory, dict(spec.kwargs), scalar_overrides(model, spec))
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    if any(".parametrizations." in name for name in state):
+        raise ModelFormatError("model still has parametrizations; call make_permanent(model) before saving")
+    save_file(state, str(folder / WEIGHTS_FILE))
+    (folder / ARCH_FILE).write_text(full.to_json())
+    return folder
+
+
+def load_model(folder: str | Path) -> nn.Module:
+    """Rebuild a model saved by :func:`save_model`, in eval mode.
+
+    Missing files, a corrupt weights file, or weights that do not fit the architecture raise
+    :class:`ModelFormatError` naming what is wrong.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    for required in (ARCH_FILE, WEIGHTS_FILE):
+        if not (folder / required).is_file():
+            raise ModelFormatError(f"{folder} is not a pruneops model: {required} is missing")
+    spec = ArchSpec.from_json((folder / ARCH_FILE).read_text())
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFormatError(f"{folder / WEIGHTS_FILE} is corrupt: {err}") from None
+    model = build_model(spec)
+    modules = dict(model.named_modules())
+    for name, attrs in spec.overrides.items():
+        if name not in modules:
+            raise ModelFormatError(f"override for unknown module {name!r} in {ARCH_FILE}")
+        for key, value in attrs.items():
+            setattr(modules[name], key, value)
+    _reshape_to(model, state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ModelFormatError(f"weights do not fit the architecture {spec.factory!r}: {err}") from None
+    return model.eval()
+
+
+def _reshape_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter and buffer the shape of its stored tensor (structured pruning)."""
+    for full_name, tensor in state.items():
+        owner_name, _, leaf = full_name.rpartition(".")
+        try:
+            owner = model.get_submodule(owner_name) if owner_name else model
+        except AttributeError:
+            continue  # not in this architecture: load_state_dict names it as unexpected
+        current = owner._parameters.get(leaf)
+        if current is not None:
+            if current.shape != tensor.shape:
+                owner._parameters[leaf] = nn.Parameter(torch.empty_like(tensor), current.requires_grad)
+            continue
+        buffer = owner._buffers.get(leaf)
+        if buffer is not None and buffer.shape != tensor.shape:
+            owner._buffers[leaf] = torch.empty_like(tensor)

@@ -1,0 +1,457 @@
+"""The registry client: the only module in pruneops that talks to MLflow.
+
+Every model version carries its model folder (``model/``: ``arch.json`` +
+``model.safetensors``, later ``model.onnx``), its reference feature sample for drift
+(``reference/reference.parquet``) and its evaluation report (``report/evaluation.json``),
+plus lineage tags prefixed ``pruneops.``. Aliases say what serves: ``champion``,
+``challenger`` and ``previous`` (the rollback target).
+
+Alias changes are idempotent: each re-reads the aliases and does nothing when the registry is
+already in the asked-for state, so calling ``rollback`` twice, or from two processes at
+once, leaves one consistent state. On a local SQLite store the change runs under a file lock;
+on a remote ``mlflow server`` the server serialises the individual writes. Every change is
+recorded as a registered-model tag ``pruneops.event.<time>`` (who, when, why), which is what
+:meth:`Registry.history` reads, so the audit trail lives in the registry itself.
+
+>>> import os, tempfile
+>>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
+>>> registry = Registry()
+>>> registry.aliases("no-such-model")
+Traceback (most recent call last):
+...
+pruneops.errors.NotFoundError: model 'no-such-model' is not registered
+>>> del os.environ["MLFLOW_TRACKING_URI"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pruneops import settings
+from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
+
+TAG_PREFIX = "pruneops."
+EVENT_PREFIX = "pruneops.event."
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+EXPERIMENT = "pruneops"
+MODEL_DIR, REFERENCE_DIR, REPORT_DIR = "model", "reference", "report"
+REFERENCE_FILE, REPORT_FILE = "reference.parquet", "evaluation.json"
+
+# Fail within seconds, not minutes, when a remote tracking server is down (MLflow's own
+# default retries for several minutes). Users can still override both.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered model version as pruneops sees it."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+    run_id: str | None
+    source: str
+    created_at: datetime
+
+    def tag(self, key: str, default: str | None = None) -> str | None:
+        """A ``pruneops.`` tag by its short name: ``info.tag("gate")``."""
+        return self.tags.get(TAG_PREFIX + key, default)
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One recorded alias change: who moved which alias, from which version to which, and why."""
+
+    at: str
+    action: str
+    alias: str
+    version: str | None
+    from_version: str | None
+    who: str
+    why: str
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """What an alias operation did; ``changed`` is False when the state was already right."""
+
+    action: str
+    model: str
+    version: str | None
+    from_version: str | None
+    changed: bool
+    message: str
+    events: list[AliasEvent] = field(default_factory=list)
+
+
+class Registry:
+    """MLflow model registry client with pruneops's lineage, aliases and audit trail.
+
+    ``tracking_uri`` defaults to :func:`pruneops.settings.tracking_uri` (SQLite in the state
+    folder unless ``MLFLOW_TRACKING_URI`` is set).
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri or settings.tracking_uri()
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self._check_reachable()
+        self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    # ------------------------------------------------------------------ reading
+
+    def version(self, name: str, version: str | int) -> VersionInfo:
+        """One version by number; :class:`NotFoundError` if the model or version is unknown."""
+        self._require_model(name)
+        with self._mlflow_errors(f"version {version} of model {name!r}"):
+            return self._info(self._client.get_model_version(name, str(version)))
+
+    def alias(self, name: str, alias: str) -> VersionInfo:
+        """The version an alias points at; :class:`NotFoundError` if the alias is not set."""
+        current = self.aliases(name)
+        if alias not in current:
+            known = ", ".join(f"{a}=v{v}" for a, v in sorted(current.items())) or "none"
+            raise NotFoundError(f"model {name!r} has no alias {alias!r} (aliases: {known})")
+        return self.version(name, current[alias])
+
+    def resolve(self, name: str, ref: str | int) -> VersionInfo:
+        """A version from ``"3"``, ``3``, ``"v3"`` or an alias name such as ``"champion"``."""
+        text = str(ref)
+        if text.removeprefix("v").isdigit():
+            return self.version(name, text.removeprefix("v"))
+        return self.alias(name, text)
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """Alias → version number for one model."""
+        model = self._require_model(name)
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every version of a model, oldest first."""
+        by_version: dict[str, list[str]] = {}
+        for alias, number in self.aliases(name).items():
+            by_version.setdefault(number, []).append(alias)
+        with self._mlflow_errors(f"versions of {name!r}"):
+            found = self._client.search_model_versions(f"name = '{name}'")
+        # search results carry no aliases, so they come from the model's alias map.
+        infos = [replace(self._info(v), aliases=tuple(sorted(by_version.get(str(v.version), [])))) for v in found]
+        return sorted(infos, key=lambda v: int(v.version))
+
+    def history(self, name: str) -> list[AliasEvent]:
+        """Every recorded alias change of a model, oldest first."""
+        tags = self._require_model(name).tags or {}
+        events = [AliasEvent(**json.loads(v)) for k, v in tags.items() if k.startswith(EVENT_PREFIX)]
+        return sorted(events, key=lambda e: e.at)
+
+    def download(self, name: str, ref: str | int, dest: str | Path, part: str = MODEL_DIR) -> Path:
+        """Download a version's ``model``, ``reference`` or ``report`` folder into ``dest``."""
+        import mlflow
+
+        info = self.resolve(name, ref)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        uri = info.source if part == MODEL_DIR else f"runs:/{info.run_id}/{part}"
+        with self._mlflow_errors(f"{part} of {name} v{info.version}"):
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dest), tracking_uri=self.tracking_uri
+            )
+        return Path(local)
+
+    def load_model(self, name: str, ref: str | int = CHAMPION) -> Any:
+        """Download and rebuild a version's torch model (no pickle involved)."""
+        from pruneops.modelio import load_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return load_model(self.download(name, ref, tmp))
+
+    def load_reference(self, name: str, ref: str | int = CHAMPION) -> Any:
+        """A version's reference feature sample, as a pandas DataFrame."""
+        import pandas as pd
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.download(name, ref, tmp, part=REFERENCE_DIR)
+            return pd.read_parquet(folder / REFERENCE_FILE)
+
+    # ------------------------------------------------------------------ writing
+
+    def register(
+        self,
+        name: str,
+        model_dir: str | Path,
+        *,
+        tags: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        reference: np.ndarray | None = None,
+        feature_names: list[str] | None = None,
+        report: Mapping[str, Any] | None = None,
+        extra_artifacts: Mapping[str, str | Path] | None = None,
+    ) -> VersionInfo:
+        """Register a saved model folder as a new version, with lineage and evidence.
+
+        The model is loaded back before anything is written, so a corrupt or incomplete
+        folder is refused. Tags are given without the ``pruneops.`` prefix and set in the same
+        call that creates the version, so a version never exists without its lineage. If any
+        step fails, no version is created and a model created by this call is removed.
+        """
+
+        from pruneops.modelio import load_model
+
+        model_dir = Path(model_dir)
+        load_model(model_dir)  # refuse what would not serve
+        full_tags = {TAG_PREFIX + k: str(v) for k, v in (tags or {}).items() if v is not None}
+        experiment_id = self._experiment_id()
+        created_model = False
+        run_id = None
+        try:
+            with self._mlflow_errors(f"registering {name!r}"):
+                run = self._client.create_run(experiment_id, run_name=f"{name}-register", tags=full_tags)
+                run_id = run.info.run_id
+                self._log_evidence(run_id, model_dir, metrics, reference, feature_names, report, extra_artifacts)
+                if self._find_model(name) is None:
+                    self._client.create_registered_model(name, description="managed by pruneops")
+                    created_model = True
+                version = self._client.create_model_version(
+                    name, source=f"{run.info.artifact_uri}/{MODEL_DIR}", run_id=run_id, tags=full_tags
+                )
+                self._client.set_terminated(run_id, "FINISHED")
+                return self._info(version)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if run_id:
+                    self._client.set_terminated(run_id, "FAILED")
+                if created_model:
+                    self._client.delete_registered_model(name)
+            raise
+
+    def set_tags(self, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
+        """Set ``pruneops.`` tags on an existing version."""
+        self.version(name, version)
+        with self._mlflow_errors(f"tagging {name} v{version}"):
+            for key, value in tags.items():
+                self._client.set_model_version_tag(name, str(version), TAG_PREFIX + key, str(value))
+
+    def set_alias(self, name: str, alias: str, version: str | int, why: str = "") -> AliasChange:
+        """Point ``alias`` at ``version`` (idempotent) and record it.
+
+        Only versions whose gate passed may hold an alias.
+        """
+        with self._alias_lock():
+            info = self.version(name, version)
+            self._require_gate(info)
+            current = self.aliases(name).get(alias)
+            if current == info.version:
+                return AliasChange("set", name, info.version, current, False, f"{alias} already v{info.version}")
+            event = self._move(name, alias, info.version, current, "set", why)
+            return AliasChange("set", name, info.version, current, True, f"{alias} -> v{info.version}", [event])
+
+    def promote(self, name: str, version: str | int | None = None, why: str = "") -> AliasChange:
+        """Make ``version`` (default: the challenger) the champion; the old champion becomes previous.
+
+        Idempotent: promoting the version that already is champion changes nothing.
+        """
+        with self._alias_lock():
+            state = self.aliases(name)
+            if version is None:
+                if CHALLENGER not in state:
+                    raise NotFoundError(f"model {name!r} has no challenger to promote; pass a version")
+                version = state[CHALLENGER]
+            info = self.version(name, version)
+            self._require_gate(info)
+            old = state.get(CHAMPION)
+            if old == info.version:
+                return AliasChange("promote", name, old, old, False, f"v{old} is already champion")
+            events = []
+            # previous is set before champion moves, so a crash in between leaves the old
+            # champion serving with a valid rollback target.
+            if old is not None:
+                events.append(self._move(name, PREVIOUS, old, state.get(PREVIOUS), "promote", why))
+            events.append(self._move(name, CHAMPION, info.version, old, "promote", why))
+            if state.get(CHALLENGER) == info.version:
+                events.append(self._move(name, CHALLENGER, None, info.version, "promote", why))
+            self.set_tags(name, info.version, {"promoted_at": _now()})
+            return AliasChange("promote", name, info.version, old, True, f"champion v{old} -> v{info.version}", events)
+
+    def rollback(self, name: str, to: str | int | None = None, why: str = "") -> AliasChange:
+        """Make ``to`` (default: the ``previous`` alias) the champion again.
+
+        The rolled-back version is tagged ``rolled_back_at`` and ``rollback_reason``, and the
+        ``previous`` alias is consumed. Idempotent: a second rollback, or one racing another,
+        finds the champion already rolled back and changes nothing.
+        """
+        with self._alias_lock():
+            state = self.aliases(name)
+            champion = state.get(CHAMPION)
+            if champion is None:
+                raise NotFoundError(f"model {name!r} has no champion to roll back")
+            target = str(to).removeprefix("v") if to is not None else state.get(PREVIOUS)
+            if target is None:
+                last = next((e for e in reversed(self.history(name)) if e.alias == CHAMPION), None)
+                if last is not None and last.action == "rollback" and last.version == champion:
+                    return AliasChange(
+                        "rollback", name, champion, champion, False, f"already rolled back to v{champion}"
+                    )
+                raise NotFoundError(f"model {name!r} has no previous version to roll back to; pass one with --to")
+            if target == champion:
+                return AliasChange("rollback", name, champion, champion, False, f"v{champion} is already champion")
+            info = self.version(name, target)
+            self._require_gate(info)
+            events = [self._move(name, CHAMPION, info.version, champion, "rollback", why)]
+            if PREVIOUS in state:
+                events.append(self._move(name, PREVIOUS, None, state[PREVIOUS], "rollback", why))
+            self.set_tags(name, champion, {"rolled_back_at": _now(), "rollback_reason": why or "manual rollback"})
+            return AliasChange(
+                "rollback", name, info.version, champion, True, f"champion v{champion} -> v{info.version}", events
+            )
+
+    # ------------------------------------------------------------------ internals
+
+    def _move(
+        self, name: str, alias: str, version: str | None, from_version: str | None, action: str, why: str
+    ) -> AliasEvent:
+        """Set or delete one alias and record the change as an event tag."""
+        with self._mlflow_errors(f"moving alias {alias} of {name!r}"):
+            if version is None:
+                self._client.delete_registered_model_alias(name, alias)
+            else:
+                self._client.set_registered_model_alias(name, alias, version)
+            event = AliasEvent(_now(), action, alias, version, from_version, settings.actor(), why)
+            key = f"{EVENT_PREFIX}{time.time_ns():020d}.{secrets.token_hex(3)}"
+            self._client.set_registered_model_tag(name, key, json.dumps(asdict(event)))
+        return event
+
+    def _require_gate(self, info: VersionInfo) -> None:
+        if info.tag("gate") == "failed":
+            raise RegistryError(f"{info.name} v{info.version} failed its gate and may not hold an alias")
+
+    def _require_model(self, name: str) -> Any:
+        model = self._find_model(name)
+        if model is None:
+            raise NotFoundError(f"model {name!r} is not registered")
+        return model
+
+    def _find_model(self, name: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._client.get_registered_model(name)
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise RegistryError(f"registry error reading model {name!r}: {err.message}") from None
+
+    def _experiment_id(self) -> str:
+        found = self._client.get_experiment_by_name(EXPERIMENT)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if self.tracking_uri.startswith("sqlite:"):
+            # SQLite stores put artifacts under ./mlruns of whatever the working folder is;
+            # keep them beside the database instead.
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            location = (db.parent / "artifacts").as_uri()
+        return str(self._client.create_experiment(EXPERIMENT, artifact_location=location))
+
+    def _log_evidence(
+        self,
+        run_id: str,
+        model_dir: Path,
+        metrics: Mapping[str, float] | None,
+        reference: np.ndarray | None,
+        feature_names: list[str] | None,
+        report: Mapping[str, Any] | None,
+        extra_artifacts: Mapping[str, str | Path] | None,
+    ) -> None:
+        import pandas as pd
+
+        self._client.log_artifacts(run_id, str(model_dir), MODEL_DIR)
+        for key, value in (metrics or {}).items():
+            self._client.log_metric(run_id, key, float(value))
+        with tempfile.TemporaryDirectory() as tmp:
+            if reference is not None:
+                columns = feature_names or [f"f{i}" for i in range(reference.shape[1])]
+                frame = pd.DataFrame(np.asarray(reference), columns=columns)
+                frame.to_parquet(Path(tmp) / REFERENCE_FILE)
+                self._client.log_artifact(run_id, str(Path(tmp) / REFERENCE_FILE), REFERENCE_DIR)
+            if report is not None:
+                (Path(tmp) / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+                self._client.log_artifact(run_id, str(Path(tmp) / REPORT_FILE), REPORT_DIR)
+        for artifact_path, local in (extra_artifacts or {}).items():
+            self._client.log_artifact(run_id, str(local), artifact_path)
+
+    def _info(self, mv: Any) -> VersionInfo:
+        return VersionInfo(
+            name=mv.name,
+            version=str(mv.version),
+            aliases=tuple(mv.aliases or ()),
+            tags=dict(mv.tags or {}),
+            run_id=mv.run_id,
+            source=mv.source,
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
+        )
+
+    @contextlib.contextmanager
+    def _alias_lock(self) -> Iterator[None]:
+        """Serialise alias changes of processes sharing a local SQLite store."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            yield
+            return
+        import fcntl
+
+        lock_path = self.tracking_uri.removeprefix("sqlite:///") + ".alias.lock"
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _mlflow_errors(self, what: str) -> Iterator[None]:
+        """Turn MLflow's exceptions into pruneops errors with one readable line."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                raise NotFoundError(f"{what}: not found") from None
+            raise RegistryError(f"{what}: {err.message.splitlines()[0]}") from None
+        except ModelFormatError:
+            raise
+        except OSError as err:
+            raise RegistryError(f"{what}: {err}") from None
+
+    def _check_reachable(self) -> None:
+        """A remote server that is down gives one clear line at once, not minutes of retries."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.tracking_uri.rstrip("/") + "/health", timeout=5) as reply:
+                reply.read()
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise RegistryError(f"cannot reach the MLflow tracking server at {self.tracking_uri}: {reason}") from None
+
+
+def _now() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="microseconds")

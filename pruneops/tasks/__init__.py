@@ -1,0 +1,97 @@
+"""The Task protocol: how pruneops gets data and a score for a model.
+
+A task is named by import path (``pruneops.tasks.digits:task``, or a user's
+``mypkg.tasks:task``) and gives training, calibration and evaluation batches, a loss, an
+``evaluate(model) -> metrics`` with one primary metric (higher is better), an example input,
+the architecture of its baseline, and a reference feature sample for drift.
+
+>>> task = load_task("pruneops.tasks.digits:task")
+>>> task.primary_metric
+'accuracy'
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from pruneops.errors import ModelFormatError, TaskError
+from pruneops.modelio import ArchSpec, resolve
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Task(ABC):
+    """Base class of every task. Subclasses fill in data, loss, metrics and architecture."""
+
+    #: Short name, used in reports and tags.
+    name: str = "task"
+    #: The metric that gates and early stopping compare; higher is better.
+    primary_metric: str = "accuracy"
+    #: The baseline architecture; pruned models keep its factory.
+    arch: ArchSpec
+
+    @abstractmethod
+    def train_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        """One epoch of shuffled ``(inputs, targets)`` batches, in an order fixed by ``seed``."""
+
+    @abstractmethod
+    def eval_batches(self, batch_size: int = 256) -> Iterator[Batch]:
+        """The held-out set, always in the same order."""
+
+    @abstractmethod
+    def calibration_batches(self, count: int, batch_size: int = 64) -> list[torch.Tensor]:
+        """Inputs for activation statistics (Wanda, SparseGPT), drawn from training data."""
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Named metrics on the held-out set, the primary metric among them."""
+
+    @abstractmethod
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        """A real input batch of the shape the model takes (for export and benchmarks)."""
+
+    @abstractmethod
+    def features(self, inputs: np.ndarray) -> np.ndarray:
+        """The drift feature summary of a batch of raw inputs: one row of floats per input."""
+
+    @property
+    @abstractmethod
+    def feature_names(self) -> list[str]:
+        """Column names of :meth:`features`."""
+
+    @abstractmethod
+    def reference_sample(self) -> np.ndarray:
+        """Feature rows of training data that drift is measured against."""
+
+    @abstractmethod
+    def train_baseline(self, seed: int = 0) -> nn.Module:
+        """Train the dense baseline from scratch (for demos and tests)."""
+
+
+def load_task(import_path: str) -> Task:
+    """Resolve ``package.module:attribute`` to a :class:`Task` instance.
+
+    The attribute may be a Task instance or a zero-argument callable returning one.
+
+    >>> load_task("pruneops.tasks.digits:nope")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.TaskError: cannot import 'pruneops.tasks.digits:nope': ...
+    """
+    try:
+        found = resolve(import_path)
+    except ModelFormatError as err:
+        raise TaskError(str(err)) from None
+    task = found() if callable(found) and not isinstance(found, Task) else found
+    if not isinstance(task, Task):
+        raise TaskError(f"{import_path!r} is a {type(task).__name__}, not a pruneops Task")
+    return task

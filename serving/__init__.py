@@ -1,0 +1,1 @@
+"""pruneops serving (built by a later issue)."""

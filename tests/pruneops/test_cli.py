@@ -1,0 +1,66 @@
+"""The pruneops CLI as a user runs it: real subprocesses, tables, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pruneops.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.integration
+def test_init_demo_then_manage_aliases(tmp_path: Path) -> None:
+    first = run_cli("init-demo", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "champion" in first.stdout and "baseline" in first.stdout
+
+    again = run_cli("init-demo", cwd=tmp_path)  # reuses the champion, registers nothing new
+    assert again.returncode == 0
+    versions = run_cli("versions", "digits", cwd=tmp_path)
+    assert versions.returncode == 0 and "│ 1 " in versions.stdout and "│ 2 " not in versions.stdout
+
+    rollback = run_cli("rollback", "digits", cwd=tmp_path)
+    assert rollback.returncode == 1
+    assert rollback.stderr.strip() == (
+        "error: model 'digits' has no previous version to roll back to; pass one with --to"
+    )
+    assert "Traceback" not in rollback.stderr
+
+    history = run_cli("history", "digits", cwd=tmp_path)
+    assert history.returncode == 0 and "init-demo" in history.stdout and "champion" in history.stdout
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("history", "nope"), {}, "error: model 'nope' is not registered"),
+        (("promote", "nope"), {}, "error: model 'nope' is not registered"),
+        (("history", "x"), {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "cannot reach the MLflow tracking server"),
+    ],
+)
+def test_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str) -> None:
+    result = run_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.unit
+def test_unknown_model_leaves_registry_empty(tmp_path: Path) -> None:
+    run_cli("rollback", "ghost", cwd=tmp_path)
+    result = run_cli("versions", "ghost", cwd=tmp_path)
+    assert result.returncode == 1 and "not registered" in result.stderr
