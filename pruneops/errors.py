@@ -33,3 +33,7 @@ class ModelFormatError(PruneopsError):
 
 class TaskError(PruneopsError):
     """A task import path that does not resolve to a usable Task."""
+
+
+class PruningError(PruneopsError, ValueError):
+    """A pruning request the model cannot take; the message names the layer or field."""

@@ -45,6 +45,9 @@ class ArchSpec:
     factory: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Modules replaced after the build (dropped blocks), by name: class import path,
+    #: constructed without arguments.
+    replaced: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The spec as JSON, with a format version."""
@@ -85,12 +88,31 @@ def build_model(spec: ArchSpec) -> nn.Module:
     return model
 
 
+def replaced_modules(model: nn.Module, spec: ArchSpec) -> dict[str, str]:
+    """Modules of ``model`` whose class differs from a fresh build (dropped blocks)."""
+    fresh = dict(build_model(spec).named_modules())
+    replaced = {}
+    for name, module in model.named_modules():
+        if name in fresh and type(fresh[name]) is not type(module):
+            replaced[name] = f"{type(module).__module__}:{type(module).__qualname__}"
+    return replaced
+
+
+def _build_with_replacements(spec: ArchSpec) -> nn.Module:
+    model = build_model(spec)
+    for name, import_path in spec.replaced.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        parent._modules[child] = resolve(import_path)()
+    return model
+
+
 def scalar_overrides(model: nn.Module, spec: ArchSpec) -> dict[str, dict[str, Any]]:
     """The scalar module attributes of ``model`` that differ from a fresh build of ``spec``.
 
     This is how a structurally pruned model records its new widths and head counts.
     """
-    fresh = dict(build_model(spec).named_modules())
+    fresh = dict(_build_with_replacements(spec).named_modules())
     overrides: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
         reference = fresh.get(name)
@@ -119,7 +141,10 @@ def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    full = ArchSpec(spec.factory, dict(spec.kwargs), scalar_overrides(model, spec))
+    with_replacements = ArchSpec(spec.factory, dict(spec.kwargs), replaced=replaced_modules(model, spec))
+    full = ArchSpec(
+        spec.factory, dict(spec.kwargs), scalar_overrides(model, with_replacements), with_replacements.replaced
+    )
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     if any(".parametrizations." in name for name in state):
         raise ModelFormatError("model still has parametrizations; call make_permanent(model) before saving")
@@ -146,7 +171,10 @@ def load_model(folder: str | Path) -> nn.Module:
         state = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelFormatError(f"{folder / WEIGHTS_FILE} is corrupt: {err}") from None
-    model = build_model(spec)
+    try:
+        model = _build_with_replacements(spec)
+    except (AttributeError, TypeError) as err:
+        raise ModelFormatError(f"{ARCH_FILE} lists a replacement that does not fit: {err}") from None
     modules = dict(model.named_modules())
     for name, attrs in spec.overrides.items():
         if name not in modules:

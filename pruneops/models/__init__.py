@@ -1,0 +1,1 @@
+"""Model architectures pruneops ships: importable by path, torch-only, for tasks and benchmarks."""

@@ -1,0 +1,162 @@
+"""Pruning configs: one small frozen dataclass per criterion; its type picks the handler.
+
+In the manner of torchao's ``sparsify_``: ``prune_(model, WandaConfig(pattern="2:4"))``.
+Configs are plain dataclasses (not pydantic) because this package must import nothing
+beyond torch and numpy; :func:`from_spec` converts a validated recipe section.
+
+>>> WandaConfig(pattern="2:4").nm
+(2, 4)
+>>> MagnitudeConfig(sparsity=0.0)
+Traceback (most recent call last):
+...
+ValueError: sparsity must be in (0, 1) exclusive, got 0.0
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+_NM = re.compile(r"^(\d+):(\d+)$")
+STRUCTURED = ("channels", "heads", "blocks")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What every config shares: how much, in which pattern, compared over which scope."""
+
+    sparsity: float | None = None
+    pattern: str = "unstructured"
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        nm = self.nm
+        if nm is not None:
+            if not 0 < nm[0] < nm[1]:
+                raise ValueError(f"N:M pattern {self.pattern!r} needs 0 < N < M")
+            implied = 1 - nm[0] / nm[1]
+            if self.sparsity is None:
+                object.__setattr__(self, "sparsity", implied)
+            elif abs(self.sparsity - implied) > 1e-9:
+                raise ValueError(f"pattern {self.pattern} implies sparsity {implied:g}, got {self.sparsity}")
+        elif self.pattern != "unstructured" and self.pattern not in STRUCTURED:
+            raise ValueError(f"unknown pattern {self.pattern!r}")
+        if self.sparsity is None or not 0 < self.sparsity < 1:
+            raise ValueError(f"sparsity must be in (0, 1) exclusive, got {self.sparsity}")
+        if self.scope not in ("layer", "global"):
+            raise ValueError(f"scope must be 'layer' or 'global', got {self.scope!r}")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """``(N, M)`` for an N:M pattern, else ``None``."""
+        match = _NM.match(self.pattern)
+        return (int(match[1]), int(match[2])) if match else None
+
+    @property
+    def structured(self) -> bool:
+        """True for channels, heads and blocks (the model physically shrinks)."""
+        return self.pattern in STRUCTURED
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether ``prune_`` needs calibration batches for this config."""
+        return False
+
+
+@dataclass(frozen=True)
+class MagnitudeConfig(PruneConfig):
+    """|w| (norm 1) or w² (norm 2); for structures, the group's L-norm (Torch-Pruning)."""
+
+    norm: int = 1
+
+
+@dataclass(frozen=True)
+class RandomConfig(PruneConfig):
+    """Random scores: the baseline every criterion should beat."""
+
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class WandaConfig(PruneConfig):
+    """|W| times the L2 norm of each input feature over calibration batches."""
+
+    @property
+    def needs_calibration(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class SparseGPTConfig(PruneConfig):
+    """Second-order pruning with weight reconstruction from the calibration Hessian."""
+
+    blocksize: int = 128
+    percdamp: float = 0.01
+
+    @property
+    def needs_calibration(self) -> bool:
+        return True
+
+
+def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(outputs, targets)
+
+
+@dataclass(frozen=True)
+class TaylorConfig(PruneConfig):
+    """First-order saliency |w * dL/dw| over labelled calibration batches ``(inputs, targets)``."""
+
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=_cross_entropy, compare=False)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class MovementConfig(PruneConfig):
+    """Movement scores ``-sum w * g``: taken from ``scores`` (accumulated while fine-tuning by a
+    :class:`pruneops.pruning.MovementTracker`), else accumulated over labelled calibration batches."""
+
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=_cross_entropy, compare=False)
+    scores: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.scores is None
+
+
+@dataclass(frozen=True)
+class BNScaleConfig(PruneConfig):
+    """Channels ranked by their BatchNorm scale |gamma| (network slimming); channels only."""
+
+
+_BY_METHOD: dict[str, type[PruneConfig]] = {
+    "magnitude": MagnitudeConfig,
+    "random": RandomConfig,
+    "wanda": WandaConfig,
+    "sparsegpt": SparseGPTConfig,
+    "taylor": TaylorConfig,
+    "movement": MovementConfig,
+    "bn_scale": BNScaleConfig,
+}
+
+
+def from_spec(spec: Any, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> PruneConfig:
+    """The config for a recipe's ``prune`` section (a :class:`pruneops.recipe.PruneSpec`).
+
+    >>> from pruneops.recipe import PruneSpec
+    >>> from_spec(PruneSpec(method="wanda", pattern="2:4"))
+    WandaConfig(sparsity=0.5, pattern='2:4', scope='layer')
+    """
+    cls = _BY_METHOD[spec.method]
+    kwargs: dict[str, Any] = {"sparsity": spec.sparsity, "pattern": spec.pattern, "scope": spec.scope}
+    if cls is MagnitudeConfig:
+        kwargs["norm"] = spec.norm
+    if cls in (TaylorConfig, MovementConfig) and loss_fn is not None:
+        kwargs["loss_fn"] = loss_fn
+    return cls(**kwargs)

@@ -1,0 +1,168 @@
+"""prune_ on real models: every criterion and pattern, exact sparsity, N:M, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from pruneops.errors import PruningError
+from pruneops.pruning import (
+    MagnitudeConfig,
+    MovementConfig,
+    RandomConfig,
+    SparseGPTConfig,
+    TaylorConfig,
+    WandaConfig,
+    glob_filter,
+    make_permanent,
+    prune_,
+    satisfies_nm,
+)
+from pruneops.pruning.config import PruneConfig
+from pruneops.tasks.digits import task
+
+pytestmark = pytest.mark.unit
+SKIP_FIRST = glob_filter(exclude=["features.0"])  # one input channel: 9 inputs, no group of 4
+
+
+@pytest.fixture
+def model(digits_baseline: nn.Module) -> nn.Module:
+    return copy.deepcopy(digits_baseline)
+
+
+@pytest.fixture(scope="module")
+def labelled() -> list:
+    return list(task.train_batches(64, seed=7))[:4]
+
+
+def state_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+ALL_CRITERIA = [
+    MagnitudeConfig,
+    RandomConfig,
+    WandaConfig,
+    SparseGPTConfig,
+    TaylorConfig,
+    MovementConfig,
+]
+
+
+@pytest.mark.parametrize("config_type", ALL_CRITERIA, ids=lambda c: c.__name__)
+def test_nm_property_on_every_pruned_weight(config_type: type[PruneConfig], model: nn.Module, labelled: list) -> None:
+    report = prune_(model, config_type(pattern="2:4"), SKIP_FIRST, calibration=labelled)
+    pruned = [layer.name for layer in report.layers]
+    assert pruned == ["features.3", "features.7", "classifier.1", "classifier.3"]
+    for name in pruned:
+        weight = model.get_submodule(name).weight
+        assert satisfies_nm(weight, 2, 4), name
+        assert int((weight == 0).sum()) >= weight.numel() // 2
+    assert model(task.example_input(4)).shape == (4, 10)
+
+
+@pytest.mark.parametrize("config_type", ALL_CRITERIA, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.9])
+def test_requested_sparsity_met_per_layer(
+    config_type: type[PruneConfig], sparsity: float, model: nn.Module, labelled: list
+) -> None:
+    # Weights that trained to exactly zero would count twice; the baseline has none.
+    report = prune_(model, config_type(sparsity=sparsity), calibration=labelled)
+    for layer in report.layers:
+        assert abs(layer.zeros - sparsity * layer.numel) <= 1, (layer.name, layer.zeros, layer.numel)
+
+
+def test_global_scope_meets_total_not_per_layer(model: nn.Module) -> None:
+    report = prune_(model, MagnitudeConfig(sparsity=0.6, scope="global"))
+    total = sum(layer.numel for layer in report.layers)
+    zeros = sum(layer.zeros for layer in report.layers)
+    assert abs(zeros - 0.6 * total) <= 1
+    assert len({round(layer.sparsity, 2) for layer in report.layers}) > 1
+
+
+def test_report_counts(model: nn.Module) -> None:
+    report = prune_(model, MagnitudeConfig(sparsity=0.5), example_inputs=task.example_input(1))
+    assert report.params_after == report.params_before  # unstructured keeps shapes
+    removed = sum(layer.zeros for layer in report.layers)
+    assert report.nonzero_params_before - report.nonzero_params_after == removed
+    assert report.macs_before == report.macs_after and report.macs_before > 2_000_000
+    assert set(report.masks) == {layer.name for layer in report.layers}
+    data = report.to_dict()
+    assert "masks" not in data and abs(data["sparsity"] - 0.5) < 1e-3
+
+
+def test_make_permanent_keeps_zeros_and_drops_parametrization(model: nn.Module) -> None:
+    prune_(model, MagnitudeConfig(sparsity=0.5))
+    x = task.example_input(8)
+    before = model(x)
+    assert parametrize.is_parametrized(model.features[0], "weight")
+    make_permanent(model)
+    assert not any(parametrize.is_parametrized(m, "weight") for m in model.modules())
+    torch.testing.assert_close(model(x), before)
+    assert abs(float((model.features[3].weight == 0).float().mean()) - 0.5) < 1e-3
+    assert not any(".original" in k or k.endswith(".mask") for k in model.state_dict())
+
+
+def test_iterative_masks_only_grow(model: nn.Module) -> None:
+    first = prune_(model, MagnitudeConfig(sparsity=0.3))
+    second = prune_(model, RandomConfig(sparsity=0.6))
+    for name, mask in first.masks.items():
+        assert bool((second.masks[name] <= mask).all()), name  # pruned once, pruned forever
+
+
+def test_sparsegpt_reconstructs_better_than_magnitude(digits_baseline: nn.Module) -> None:
+    calibration = [x for x, _ in task.train_batches(64, seed=3)][:8]
+    accuracies = {}
+    for config in (MagnitudeConfig(sparsity=0.7), SparseGPTConfig(sparsity=0.7)):
+        pruned = copy.deepcopy(digits_baseline)
+        prune_(pruned, config, calibration=calibration)
+        accuracies[type(config).__name__] = task.evaluate(pruned)["accuracy"]
+    assert accuracies["SparseGPTConfig"] > accuracies["MagnitudeConfig"]
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_indivisible_layer_is_named_and_model_untouched(model: nn.Module) -> None:
+    original = copy.deepcopy(model)
+    with pytest.raises(PruningError, match=r"layer 'features.0' cannot take pattern 2:4: its input dimension 9"):
+        prune_(model, MagnitudeConfig(pattern="2:4"))
+    assert state_equal(model, original)
+
+
+def test_filter_matching_nothing(model: nn.Module) -> None:
+    original = copy.deepcopy(model)
+    with pytest.raises(PruningError, match="matches no Linear or Conv2d layer"):
+        prune_(model, MagnitudeConfig(sparsity=0.5), glob_filter(["encoder.*"]))
+    assert state_equal(model, original)
+
+
+@pytest.mark.parametrize("config_type", [WandaConfig, SparseGPTConfig, TaylorConfig], ids=lambda c: c.__name__)
+def test_missing_calibration(config_type: type[PruneConfig], model: nn.Module) -> None:
+    original = copy.deepcopy(model)
+    with pytest.raises(PruningError, match="needs calibration batches"):
+        prune_(model, config_type(sparsity=0.5))
+    assert state_equal(model, original)
+
+
+def test_taylor_needs_labels(model: nn.Module) -> None:
+    with pytest.raises(PruningError, match=r"labelled calibration batches: \(inputs, targets\)"):
+        prune_(model, TaylorConfig(sparsity=0.5), calibration=[task.example_input(4)])
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0, -0.1, 1.5])
+def test_sparsity_out_of_range(sparsity: float) -> None:
+    with pytest.raises(ValueError, match=r"sparsity must be in \(0, 1\)"):
+        MagnitudeConfig(sparsity=sparsity)
+
+
+def test_nm_config_checks() -> None:
+    with pytest.raises(ValueError, match="0 < N < M"):
+        MagnitudeConfig(pattern="4:4")
+    with pytest.raises(ValueError, match=r"implies sparsity 0\.5"):
+        MagnitudeConfig(pattern="2:4", sparsity=0.7)
