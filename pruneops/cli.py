@@ -95,6 +95,17 @@ def demo_cmd(name: Annotated[str, typer.Option(help="Model name.")] = "digits") 
     console.print(_version_table(f"registered versions of {name}", Registry().versions(name)))
 
 
+@app.command("check-recipe")
+@_one_line_errors
+def check_recipe_cmd(path: Annotated[str, typer.Argument(help="Recipe YAML file.")]) -> None:
+    """Validate a recipe and print it with every default filled in."""
+    from pruneops.recipe import dump_recipe, load_recipe
+
+    recipe = load_recipe(path if path.endswith((".yaml", ".yml", ".json")) else path + ".yaml")
+    console.print(f"[green]{path}: valid[/] (sha256 {recipe.sha256()[:12]})")
+    console.print(dump_recipe(recipe), highlight=False, markup=False)
+
+
 @app.command("versions")
 @_one_line_errors
 def versions_cmd(model: ModelArg) -> None:

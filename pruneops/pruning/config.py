@@ -9,7 +9,7 @@ beyond torch and numpy; :func:`from_spec` converts a validated recipe section.
 >>> MagnitudeConfig(sparsity=0.0)
 Traceback (most recent call last):
 ...
-ValueError: sparsity must be in (0, 1) exclusive, got 0.0
+pruneops.errors.PruningError: sparsity must be in (0, 1) exclusive, got 0.0
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from pruneops.errors import PruningError
 
 _NM = re.compile(r"^(\d+):(\d+)$")
 STRUCTURED = ("channels", "heads", "blocks")
@@ -37,18 +39,18 @@ class PruneConfig:
         nm = self.nm
         if nm is not None:
             if not 0 < nm[0] < nm[1]:
-                raise ValueError(f"N:M pattern {self.pattern!r} needs 0 < N < M")
+                raise PruningError(f"N:M pattern {self.pattern!r} needs 0 < N < M")
             implied = 1 - nm[0] / nm[1]
             if self.sparsity is None:
                 object.__setattr__(self, "sparsity", implied)
             elif abs(self.sparsity - implied) > 1e-9:
-                raise ValueError(f"pattern {self.pattern} implies sparsity {implied:g}, got {self.sparsity}")
+                raise PruningError(f"pattern {self.pattern} implies sparsity {implied:g}, got {self.sparsity}")
         elif self.pattern != "unstructured" and self.pattern not in STRUCTURED:
-            raise ValueError(f"unknown pattern {self.pattern!r}")
+            raise PruningError(f"unknown pattern {self.pattern!r}")
         if self.sparsity is None or not 0 < self.sparsity < 1:
-            raise ValueError(f"sparsity must be in (0, 1) exclusive, got {self.sparsity}")
+            raise PruningError(f"sparsity must be in (0, 1) exclusive, got {self.sparsity}")
         if self.scope not in ("layer", "global"):
-            raise ValueError(f"scope must be 'layer' or 'global', got {self.scope!r}")
+            raise PruningError(f"scope must be 'layer' or 'global', got {self.scope!r}")
 
     @property
     def nm(self) -> tuple[int, int] | None:

@@ -64,3 +64,14 @@ def test_unknown_model_leaves_registry_empty(tmp_path: Path) -> None:
     run_cli("rollback", "ghost", cwd=tmp_path)
     result = run_cli("versions", "ghost", cwd=tmp_path)
     assert result.returncode == 1 and "not registered" in result.stderr
+
+
+@pytest.mark.unit
+def test_check_recipe(tmp_path: Path) -> None:
+    good = run_cli("check-recipe", str(Path("recipes/wanda-2to4-gpu.yaml").resolve()), cwd=tmp_path)
+    assert good.returncode == 0 and "valid" in good.stdout and "pattern: '2:4'" in good.stdout
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("prune: {method: wanda, patern: '2:4'}\n")
+    bad = run_cli("check-recipe", str(typo), cwd=tmp_path)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: invalid recipe: prune.patern: unknown field; did you mean 'pattern'?"
