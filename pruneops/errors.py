@@ -37,3 +37,11 @@ class TaskError(PruneopsError):
 
 class PruningError(PruneopsError, ValueError):
     """A pruning request the model cannot take; the message names the layer or field."""
+
+
+class ExportError(PruneopsError):
+    """A model that cannot be exported, or an exported file that is corrupt."""
+
+
+class RuntimeUnavailable(PruneopsError):
+    """A runtime the recipe asks for that cannot run on this machine; never silently replaced."""

@@ -1,0 +1,119 @@
+"""ONNX export with a parity check against torch; the only module that imports onnx.
+
+``torch.onnx.export(..., dynamo=True)`` with a dynamic batch dimension, then the file is
+checked with ``onnx.checker`` and run once in ONNX Runtime against torch on real inputs.
+
+>>> import tempfile, torch
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+>>> path = tempfile.mkdtemp() + "/m.onnx"
+>>> result = export_onnx(model, torch.randn(2, 4), path)   # doctest: +SKIP
+>>> parity(model, path, torch.randn(5, 4)).max_abs < 1e-5  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pruneops.errors import ExportError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the ONNX file is, how big it is, and its opset."""
+
+    path: Path
+    bytes: int
+    opset: int
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Largest absolute and relative difference between ONNX Runtime and torch outputs."""
+
+    max_abs: float
+    max_rel: float
+
+    def within(self, atol: float = 1e-4, rtol: float = 1e-3) -> bool:
+        """True when every output matches within ``atol`` or ``rtol``."""
+        return self.max_abs <= atol or self.max_rel <= rtol
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, dynamic_batch: bool = True) -> ExportResult:
+    """Export ``model`` (eval mode, on CPU) to ``path`` and validate the file.
+
+    Raises :class:`ExportError` with the exporter's reason when the model cannot be
+    exported, instead of writing a file that would fail later.
+    """
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    try:
+        with _quiet():
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=shapes, verbose=False)
+            assert program is not None
+            program.save(str(path))
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
+        first_line = _ANSI.sub("", str(err)).splitlines()[0] if str(err) else repr(err)
+        raise ExportError(f"cannot export {type(model).__name__} to ONNX: {first_line}") from None
+    proto = check_onnx(path)
+    return ExportResult(path, path.stat().st_size, int(proto.opset_import[0].version))
+
+
+def check_onnx(path: str | Path) -> Any:
+    """Load and check an ONNX file; a missing, truncated or invalid file raises :class:`ExportError`."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as err:  # noqa: BLE001 - protobuf and checker errors alike mean "corrupt"
+        raise ExportError(
+            f"{path} is not a valid ONNX model: {str(err).splitlines()[0] if str(err) else err!r}"
+        ) from None
+    return proto
+
+
+def parity(model: nn.Module, path: str | Path, inputs: torch.Tensor) -> Parity:
+    """Run ``inputs`` through torch and through ONNX Runtime (CPU) and compare the outputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model.eval()(inputs).detach().cpu().numpy()
+    got = session.run(None, {session.get_inputs()[0].name: inputs.cpu().numpy()})[0]
+    diff = np.abs(got - expected)
+    return Parity(float(diff.max()), float((diff / np.maximum(np.abs(expected), 1e-12)).max()))
+
+
+@contextlib.contextmanager
+def _quiet():  # type: ignore[no-untyped-def]
+    """The dynamo exporter prints progress and torchvision warnings; keep logs readable."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,205 @@
+"""Validate a candidate on the target: accuracy, interleaved latency per runtime, sizes, evidence.
+
+For each runtime the recipe names, the dense model and the candidate are loaded into that
+runtime and measured in one process, taking turns (``pruneops.bench``), at every batch
+size: batch 1 is the SingleStream scenario, larger batches the Offline one. A runtime that
+cannot run here is recorded with its reason (and fails the gate); nothing else is measured
+in its place.
+
+>>> # report = validate(dense, candidate, task, recipe.validate_, workdir)
+>>> # result = evaluate_gates(*report.measured(), recipe.gates)
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pruneops.bench import (
+    LatencyStats,
+    Speedup,
+    compressed_2to4_bytes,
+    dense_bytes,
+    measure_interleaved,
+    speedup,
+    summarize,
+)
+from pruneops.errors import RuntimeUnavailable
+from pruneops.gates import Measured, RuntimeMeasure
+from pruneops.recipe import ValidateSpec
+from pruneops.runtimes import device_name, get_runtime
+from pruneops.runtimes.torch_sparse import sparse_plan
+from pruneops.tasks import Task
+
+
+@dataclass
+class BatchResult:
+    dense: LatencyStats
+    candidate: LatencyStats
+    speedup: Speedup
+
+
+@dataclass
+class RuntimeResult:
+    """One runtime: per-batch figures, evidence of what ran, and bytes held."""
+
+    runtime: str
+    device: str
+    batches: dict[int, BatchResult]
+    evidence: dict[str, Any]
+    dense_bytes: int | None
+    candidate_bytes: int | None
+
+    @property
+    def offline(self) -> BatchResult:
+        """The largest batch: the Offline scenario that speedup gates use."""
+        return self.batches[max(self.batches)]
+
+    @property
+    def single_stream(self) -> BatchResult:
+        """The smallest batch: the SingleStream scenario that p99 gates use."""
+        return self.batches[min(self.batches)]
+
+
+@dataclass
+class ValidationReport:
+    """Everything validate measured; ``measured()`` gives the two sides the gates compare."""
+
+    target: str
+    device: str
+    primary_metric: str
+    dense_metrics: dict[str, float]
+    candidate_metrics: dict[str, float]
+    runtimes: list[RuntimeResult] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.dense_metrics[self.primary_metric] - self.candidate_metrics[self.primary_metric]
+
+    def measured(self) -> tuple[Measured, Measured]:
+        """(baseline, candidate) for :func:`pruneops.gates.evaluate_gates`."""
+
+        def side(which: str) -> Measured:
+            metrics = self.dense_metrics if which == "dense" else self.candidate_metrics
+            runtimes = {
+                r.runtime: RuntimeMeasure(
+                    r.device, getattr(r.offline, which).throughput, getattr(r.single_stream, which).p99_ms
+                )
+                for r in self.runtimes
+            }
+            held = [getattr(r, f"{which}_bytes") for r in self.runtimes if getattr(r, f"{which}_bytes")]
+            size = min(held) if held else self.sizes.get(f"{which}_bytes")
+            return Measured(metrics[self.primary_metric], runtimes, size, dict(self.unavailable))
+
+        return side("dense"), side("candidate")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "device": self.device,
+            "primary_metric": self.primary_metric,
+            "accuracy_drop": self.accuracy_drop,
+            "dense_metrics": self.dense_metrics,
+            "candidate_metrics": self.candidate_metrics,
+            "unavailable": self.unavailable,
+            "sizes": self.sizes,
+            "runtimes": [
+                {
+                    "runtime": r.runtime,
+                    "device": r.device,
+                    "evidence": r.evidence,
+                    "dense_bytes": r.dense_bytes,
+                    "candidate_bytes": r.candidate_bytes,
+                    "batches": {
+                        str(b): {
+                            "dense": res.dense.to_dict(),
+                            "candidate": res.candidate.to_dict(),
+                            "speedup": res.speedup.to_dict(),
+                        }
+                        for b, res in sorted(r.batches.items())
+                    },
+                }
+                for r in self.runtimes
+            ],
+        }
+
+
+def validate(
+    dense: nn.Module,
+    candidate: nn.Module,
+    task: Task,
+    spec: ValidateSpec,
+    workdir: str | Path | None = None,
+) -> ValidationReport:
+    """Measure ``candidate`` against ``dense`` as ``spec`` says (neither model is changed)."""
+    report = ValidationReport(
+        target=spec.target,
+        device=device_name(spec.target),
+        primary_metric=task.primary_metric,
+        dense_metrics=task.evaluate(dense),
+        candidate_metrics=task.evaluate(candidate),
+        sizes={"dense_bytes": dense_bytes(dense), "candidate_bytes": dense_bytes(candidate)},
+    )
+    if any(p.convert or "2:4" not in p.reason for p in sparse_plan(candidate)):
+        report.sizes["candidate_2to4_fp16_bytes"] = compressed_2to4_bytes(candidate)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(workdir) if workdir is not None else Path(scratch)
+        for name in spec.runtimes:
+            try:
+                runtime = get_runtime(name, spec.target)
+            except RuntimeUnavailable as err:
+                report.unavailable[name] = str(err)
+                continue
+            report.runtimes.append(_measure(runtime, dense, candidate, task, spec, root / name))
+    return report
+
+
+def _measure(
+    runtime: Any, dense: nn.Module, candidate: nn.Module, task: Task, spec: ValidateSpec, folder: Path
+) -> RuntimeResult:
+    folder.mkdir(parents=True, exist_ok=True)
+    example = task.example_input(2)
+    sessions = {
+        "dense": runtime.load(dense, example, folder, name="dense"),
+        "candidate": runtime.load(candidate, example, folder, name="candidate"),
+    }
+    sync = torch.cuda.synchronize if spec.target == "cuda" else None
+    batches = {}
+    for batch_size in sorted(set(spec.batch_sizes)):
+        inputs = _batch(task, batch_size)
+        samples = measure_interleaved(
+            {name: functools.partial(session.run, inputs) for name, session in sessions.items()},
+            spec.warmup,
+            spec.iterations,
+            sync,
+        )
+        batches[batch_size] = BatchResult(
+            summarize(samples["dense"], batch_size),
+            summarize(samples["candidate"], batch_size),
+            speedup(samples["dense"], samples["candidate"]),
+        )
+    return RuntimeResult(
+        runtime=runtime.name,
+        device=device_name(spec.target),
+        batches=batches,
+        evidence={"dense": sessions["dense"].evidence, "candidate": sessions["candidate"].evidence},
+        dense_bytes=sessions["dense"].model_bytes(),
+        candidate_bytes=sessions["candidate"].model_bytes(),
+    )
+
+
+def _batch(task: Task, batch_size: int) -> torch.Tensor:
+    """A real batch of ``batch_size`` inputs (repeating the held-out examples if there are few)."""
+    first = task.example_input(batch_size)
+    if len(first) >= batch_size:
+        return first[:batch_size].contiguous()
+    repeats = -(-batch_size // len(first))
+    return first.repeat(repeats, *([1] * (first.dim() - 1)))[:batch_size].contiguous()
