@@ -25,6 +25,7 @@ from pruneops.bench import (
     LatencyStats,
     Speedup,
     compressed_2to4_bytes,
+    cuda_peak_memory,
     dense_bytes,
     measure_interleaved,
     speedup,
@@ -55,6 +56,8 @@ class RuntimeResult:
     evidence: dict[str, Any]
     dense_bytes: int | None
     candidate_bytes: int | None
+    #: Peak CUDA memory while running the Offline batch; None on CPU (not measured there).
+    peak_memory_bytes: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def offline(self) -> BatchResult:
@@ -118,6 +121,7 @@ class ValidationReport:
                     "evidence": r.evidence,
                     "dense_bytes": r.dense_bytes,
                     "candidate_bytes": r.candidate_bytes,
+                    "peak_memory_bytes": r.peak_memory_bytes,
                     "batches": {
                         str(b): {
                             "dense": res.dense.to_dict(),
@@ -186,6 +190,11 @@ def _measure(
             summarize(samples["candidate"], batch_size),
             speedup(samples["dense"], samples["candidate"]),
         )
+    largest = _batch(task, max(spec.batch_sizes))
+    peak = {
+        name: cuda_peak_memory(functools.partial(session.run, largest)) if spec.target == "cuda" else None
+        for name, session in sessions.items()
+    }
     return RuntimeResult(
         runtime=runtime.name,
         device=device_name(spec.target),
@@ -193,6 +202,7 @@ def _measure(
         evidence={"dense": sessions["dense"].evidence, "candidate": sessions["candidate"].evidence},
         dense_bytes=sessions["dense"].model_bytes(),
         candidate_bytes=sessions["candidate"].model_bytes(),
+        peak_memory_bytes=peak,
     )
 
 

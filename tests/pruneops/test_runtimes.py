@@ -75,6 +75,15 @@ def test_cpu_runtimes_match_torch(digits_baseline: nn.Module, tmp_path) -> None:
         assert session.evidence["runtime"] == name and session.model_bytes()
 
 
+@pytest.mark.slow
+def test_torch_compile_on_cpu(digits_baseline: nn.Module, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    session = get_runtime("torch-compile", "cpu").load(digits_baseline, task.example_input(2), tmp_path)
+    assert session.evidence == {"runtime": "torch-compile", "dtype": "torch.float32", "device": "cpu", "compiled": True}
+    x = task.example_input(8)
+    with torch.no_grad():
+        torch.testing.assert_close(session.run(x), digits_baseline(x), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(no_cuda, reason="needs CUDA")
 def test_torch_sparse_runs_sparse_kernels(tmp_path) -> None:  # type: ignore[no-untyped-def]
