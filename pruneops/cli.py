@@ -86,13 +86,123 @@ def init_demo_cmd(
 @app.command("demo")
 @_one_line_errors
 def demo_cmd(name: Annotated[str, typer.Option(help="Model name.")] = "digits") -> None:
-    """Run the embedded demo from nothing: register the digits baseline and show the registry."""
-    from pruneops.demo import init_demo
+    """From nothing: register the digits baseline as champion, run the pipeline with a CPU
+    recipe, and show the registered challenger with its accuracy drop and measured speedup."""
+    import time
+
+    from pipelines.runner import run_local
+    from pruneops.demo import DEMO_RECIPE, init_demo
+    from pruneops.recipe import parse_recipe
     from pruneops.registry import Registry
 
+    started = time.perf_counter()
     with console.status("training and registering the digits baseline"):
-        init_demo(name)
-    console.print(_version_table(f"registered versions of {name}", Registry().versions(name)))
+        champion = init_demo(name)
+    console.print(f"[bold]1.[/] champion: {name} v{champion.version} (accuracy {champion.tag('accuracy')})")
+    console.print("[bold]2.[/] running the pipeline: baseline -> prune -> finetune -> validate -> register")
+    result = run_local(name, champion.version, parse_recipe(DEMO_RECIPE))
+    info = Registry().version(name, result.version)
+    console.print(_version_table(f"{name}: registered by the pipeline", [info]))
+    console.print(
+        f"[bold]3.[/] v{info.version}: gate {info.tag('gate')}, "
+        f"accuracy drop {float(info.tag('accuracy_drop') or 0):.4f}, "
+        f"speedup {float(info.tag('speedup') or 0):.2f}x on {info.tag('runtime')} ({info.tag('device')})"
+    )
+    if info.tag("gate") == "failed":
+        console.print(f"   reasons: {info.tag('gate_reasons')}")
+    console.print(f"done in {time.perf_counter() - started:.0f}s")
+
+
+@app.command("run")
+@_one_line_errors
+def run_cmd(
+    model: Annotated[str, typer.Option("--model", help="Registered model name.")],
+    version: Annotated[str, typer.Option("--version", help="Source version (number or alias).")],
+    recipe: Annotated[str, typer.Option("--recipe", help="Recipe YAML file.")],
+    task: Annotated[str, typer.Option(help="Task import path.")] = "pruneops.tasks.digits:task",
+    kfp_host: Annotated[str | None, typer.Option("--kfp-host", help="Submit to this KFP API server.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="Tracking URI the cluster uses (with --kfp-host).")] = None,
+) -> None:
+    """Run the prune-and-register pipeline locally (kfp.local), or submit it with --kfp-host."""
+    from pipelines.runner import run_local, submit
+    from pruneops.recipe import load_recipe
+    from pruneops.registry import Registry
+    from pruneops.settings import tracking_uri as default_uri
+
+    parsed = load_recipe(recipe)
+    if kfp_host:
+        run_id = submit(kfp_host, model, version, parsed, task, tracking_uri or default_uri())
+        console.print(f"submitted run {run_id} to {kfp_host}")
+        return
+    result = run_local(model, version, parsed, task)
+    console.print(_version_table(f"{model}: registered by the pipeline", [Registry().version(model, result.version)]))
+
+
+@app.command("trigger")
+@_one_line_errors
+def trigger_cmd(
+    config: Annotated[str, typer.Option("--config", help="YAML: task, and models mapped to recipe files.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (webhook mode).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (webhook mode).")] = 8085,
+    poll_interval: Annotated[
+        float | None, typer.Option(help="Poll the registry every N seconds instead of receiving webhooks.")
+    ] = None,
+    kfp_host: Annotated[str | None, typer.Option("--kfp-host", help="Submit runs to this KFP API server.")] = None,
+) -> None:
+    """Start a pipeline run for every new model version: MLflow webhooks, or polling."""
+    import logging
+    import time
+
+    from pipelines.trigger import Launcher, TriggerConfig, TriggerState, create_app, default_runner, poll_once
+    from pruneops.registry import Registry
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parsed = TriggerConfig.load(config)
+    state = TriggerState.open()
+    launcher = Launcher(parsed, default_runner(kfp_host))
+    if poll_interval is not None:
+        registry = Registry()
+        console.print(f"polling {', '.join(parsed.models)} every {poll_interval:g}s")
+        while True:
+            for key in poll_once(parsed, state, launcher, registry):
+                console.print(f"started a run for {key}")
+            time.sleep(poll_interval)
+    import uvicorn
+
+    uvicorn.run(create_app(parsed, launcher, state), host=host, port=port, log_level="info")
+
+
+@app.command("webhook")
+@_one_line_errors
+def webhook_cmd(
+    url: Annotated[str, typer.Argument(help="Receiver URL, e.g. http://trigger:8085/webhooks/mlflow")],
+    name: Annotated[str, typer.Option(help="Webhook name in MLflow.")] = "pruneops-trigger",
+    event: Annotated[list[str] | None, typer.Option(help="Event(s) to send.")] = None,
+) -> None:
+    """Register an MLflow webhook that calls the trigger; the secret comes from $PRUNEOPS_WEBHOOK_SECRET."""
+    import os
+
+    from pipelines.trigger import SECRET_ENV
+    from pruneops.errors import PruneopsError
+    from pruneops.registry import Registry
+
+    secret = os.environ.get(SECRET_ENV)
+    if not secret:
+        raise PruneopsError(f"set {SECRET_ENV} to the secret the trigger verifies")
+    webhook_id = Registry().create_webhook(name, url, event or ["model_version.created"], secret)
+    console.print(f"webhook {name} ({webhook_id}) -> {url}")
+
+
+@app.command("compile")
+@_one_line_errors
+def compile_cmd(
+    output_dir: Annotated[str, typer.Option(help="Where to write the IR YAML.")] = "pipelines/compiled",
+) -> None:
+    """Write the pipeline's KFP IR: prune_and_register.yaml (CPU) and prune_and_register_gpu.yaml."""
+    from pipelines.prune_and_register import compile_pipelines
+
+    for path in compile_pipelines(output_dir):
+        console.print(f"wrote {path}")
 
 
 @app.command("check-recipe")

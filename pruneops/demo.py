@@ -17,6 +17,20 @@ from pruneops.tasks import Task, load_task
 
 DEFAULT_TASK = "pruneops.tasks.digits:task"
 
+#: The demo's recipe: the same as recipes/channels-50-cpu.yaml (a test keeps them equal),
+#: inline so an installed package needs no repository checkout.
+DEMO_RECIPE = {
+    "prune": {"method": "magnitude", "pattern": "channels", "sparsity": 0.5, "exclude": ["classifier.3"]},
+    "finetune": {
+        "epochs": 5,
+        "lr": 1.0e-3,
+        "distill": {"temperature": 2.0, "alpha": 0.5},
+        "early_stopping": {"patience": 2},
+    },
+    "validate": {"target": "cpu", "runtimes": ["onnxruntime"], "batch_sizes": [1, 32]},
+    "gates": {"max_accuracy_drop": 0.02, "min_speedup": 1.3},
+}
+
 
 def register_baseline(
     registry: Registry, name: str, task: Task, model: object, task_path: str, why: str = "baseline"

@@ -155,8 +155,12 @@ def prune_and_recover(
     finetune_spec: FinetuneSpec,
     teacher: nn.Module | None = None,
     progress: bool = True,
+    final_finetune: bool = True,
 ) -> RecoveryResult:
     """Prune ``model`` in place as the recipe says, fine-tuning after each step.
+
+    ``final_finetune=False`` skips the fine-tuning after the last step (the pipeline's
+    finetune step does it, with the masks it is handed).
 
     One-shot: prune, then fine-tune. Iterative: prune to the schedule's next target,
     fine-tune, repeat. Movement first fine-tunes the dense model once to gather its scores,
@@ -195,6 +199,8 @@ def prune_and_recover(
         if index == 0 and schedule.rewind_epoch is not None:
             checkpoint = _checkpoint_at(model, task, finetune_spec, teacher, schedule.rewind_epoch, progress)
             step_spec = finetune_spec.model_copy(update={"epochs": finetune_spec.epochs - schedule.rewind_epoch})
+        if index == len(targets) - 1 and not final_finetune:
+            step_spec = step_spec.model_copy(update={"epochs": 0})
         history = finetune(model, task, step_spec, teacher, tracker, progress)
         steps.append(
             {"step": index + 1, "target_sparsity": target, "sparsity": report.sparsity, "finetune": history.history}

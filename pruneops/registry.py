@@ -320,6 +320,17 @@ class Registry:
                 "rollback", name, info.version, champion, True, f"champion v{champion} -> v{info.version}", events
             )
 
+    def create_webhook(self, name: str, url: str, events: list[str], secret: str) -> str:
+        """Register an MLflow webhook (needs a SQL-backed server); returns its id.
+
+        MLflow refuses ``http://`` targets unless the server runs with
+        ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` (and loopback ones without
+        ``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true``).
+        """
+        with self._mlflow_errors(f"creating webhook {name!r}"):
+            webhook = self._client.create_webhook(name=name, url=url, events=events, secret=secret)  # type: ignore[arg-type]
+        return str(webhook.webhook_id)
+
     # ------------------------------------------------------------------ internals
 
     def _move(

@@ -1,0 +1,27 @@
+"""Step 5: register the candidate as a new MLflow version, gate passed or failed."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Model
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def register(
+    candidate: Input[Model],
+    evidence: Input[Artifact],
+    report: Input[HTML],
+    model_name: str,
+    parent_version: str,
+    recipe: str,
+    task: str,
+    tracking_uri: str,
+) -> str:
+    """Return the new version number; its tags carry lineage, gate verdict and reasons."""
+    from pruneops import steps
+
+    with steps.report_failure("register"):
+        steps.use_tracking_uri(tracking_uri)
+        return steps.register(
+            model_name, parent_version, candidate.path, evidence.path, steps.recipe_from_json(recipe), task, report.path
+        )

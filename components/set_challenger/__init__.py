@@ -1,0 +1,1 @@
+"""The set_challenger step as a KFP component (see README.md beside this file)."""

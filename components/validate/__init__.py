@@ -1,0 +1,1 @@
+"""The validate step as a KFP component (see README.md beside this file)."""

@@ -1,0 +1,37 @@
+"""Step 4: measure the candidate on the target against the dense model, and apply the gates."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def validate(
+    dense_model: Input[Model],
+    candidate: Input[Model],
+    recipe: str,
+    task: str,
+    target: str,
+    evidence: Output[Artifact],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+) -> bool:
+    """Return whether the gate passed; evidence (JSON + ONNX file) and the HTML report are artifacts."""
+    from pathlib import Path
+
+    from pruneops import report as report_module
+    from pruneops import steps
+
+    with steps.report_failure("validate"):
+        parsed = steps.with_target(steps.recipe_from_json(recipe), target)
+        passed, data = steps.validate(dense_model.path, candidate.path, parsed, task, evidence.path)
+        name = dense_model.metadata.get("model_name", "model")
+        Path(report.path).write_text(report_module.render(data, title=f"{name}: pruning run"))
+        validation = data["validation"]
+        metrics.log_metric("accuracy_drop", validation["accuracy_drop"])
+        for runtime in validation["runtimes"]:
+            for batch, row in runtime["batches"].items():
+                metrics.log_metric(f"{runtime['runtime']}_batch{batch}_speedup", row["speedup"]["ratio"])
+        metrics.log_metric("gate_passed", 1.0 if passed else 0.0)
+        return passed

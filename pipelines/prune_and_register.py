@@ -1,0 +1,110 @@
+"""The pipeline: baseline -> prune -> finetune -> validate -> register -> (if passed) challenger.
+
+(No ``from __future__ import annotations`` here: KFP reads the annotations at run time.)
+
+Two compiled variants share this definition. ``cpu`` validates on any node. ``gpu`` places
+the validate step on GPU nodes: an accelerator request (``set_accelerator_type`` /
+``set_accelerator_limit``) plus a node selector and a toleration through
+``kfp.kubernetes``, all taken from :class:`GpuPlacement`.
+
+>>> pipeline = build_pipeline()
+>>> pipeline.name
+'prune-and-register'
+"""
+
+from dataclasses import dataclass
+
+from kfp import dsl, kubernetes
+
+from components.baseline.component import baseline
+from components.finetune.component import finetune
+from components.prune.component import prune
+from components.register.component import register
+from components.set_challenger.component import set_challenger
+from components.validate.component import validate
+
+DEFAULT_TASK = "pruneops.tasks.digits:task"
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """Where the validate step runs when the target is cuda."""
+
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_limit: int = 1
+    node_selector_key: str = "nvidia.com/gpu.present"
+    node_selector_value: str = "true"
+    toleration_key: str = "nvidia.com/gpu"
+    toleration_effect: str = "NoSchedule"
+
+
+def build_pipeline(gpu: GpuPlacement | None = None) -> dsl.graph_component.GraphComponent:
+    """The pipeline, with the validate step on GPU nodes when ``gpu`` is given."""
+
+    @dsl.pipeline(
+        name="prune-and-register-gpu" if gpu else "prune-and-register",
+        description="Prune a registered model, recover, validate on the target, register the result.",
+    )
+    def prune_and_register(
+        model_name: str,
+        version: str,
+        recipe: str,
+        task: str = DEFAULT_TASK,
+        target: str = "",
+        tracking_uri: str = "",
+    ) -> str:
+        # Step 1: the dense model and its metrics.
+        base = baseline(model_name=model_name, version=version, task=task, tracking_uri=tracking_uri)
+        # Step 2: prune as the recipe says.
+        pruned = prune(dense_model=base.outputs["dense_model"], recipe=recipe, task=task)
+        # Step 3: recover with masks held, distilling from the dense model.
+        tuned = finetune(
+            pruned_model=pruned.outputs["pruned_model"],
+            dense_model=base.outputs["dense_model"],
+            recipe=recipe,
+            task=task,
+        )
+        # Step 4: measure on the target and apply the gates.
+        checked = validate(
+            dense_model=base.outputs["dense_model"],
+            candidate=tuned.outputs["finetuned_model"],
+            recipe=recipe,
+            task=task,
+            target=target,
+        )
+        if gpu is not None:
+            checked.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
+            kubernetes.add_node_selector(checked, label_key=gpu.node_selector_key, label_value=gpu.node_selector_value)
+            kubernetes.add_toleration(checked, key=gpu.toleration_key, operator="Exists", effect=gpu.toleration_effect)
+        # Step 5: every candidate becomes a version, passed or failed.
+        registered = register(
+            candidate=tuned.outputs["finetuned_model"],
+            evidence=checked.outputs["evidence"],
+            report=checked.outputs["report"],
+            model_name=model_name,
+            parent_version=version,
+            recipe=recipe,
+            task=task,
+            tracking_uri=tracking_uri,
+        )
+        # Step 6: only a version whose gate passed becomes the challenger.
+        with dsl.If(checked.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - KFP condition
+            set_challenger(model_name=model_name, version=registered.output, tracking_uri=tracking_uri)
+        return registered.output
+
+    return prune_and_register
+
+
+def compile_pipelines(output_dir: str, gpu: GpuPlacement | None = None) -> list[str]:
+    """Write ``prune_and_register.yaml`` and ``prune_and_register_gpu.yaml`` (KFP IR) into ``output_dir``."""
+    from pathlib import Path
+
+    from kfp import compiler
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, placement in (("prune_and_register.yaml", None), ("prune_and_register_gpu.yaml", gpu or GpuPlacement())):
+        compiler.Compiler().compile(build_pipeline(placement), str(out / name))
+        written.append(str(out / name))
+    return written

@@ -1,0 +1,107 @@
+"""Run the pipeline locally (``kfp.local``) or submit it to a Kubeflow Pipelines API server.
+
+Local runs execute every component as a subprocess of the current Python
+(``SubprocessRunner(use_venv=False)``), with pipeline artifacts under
+``$PRUNEOPS_HOME/kfp``. Inputs are checked before anything runs: the model version must
+exist, the recipe must validate, the task must import. A failing step stops the run with
+the step's name and reason, and leaves the registry as it was (registration is the last
+write).
+
+>>> # result = run_local("digits", "1", load_recipe("recipes/channels-50-cpu.yaml"))
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pruneops import settings
+from pruneops.errors import PruneopsError
+from pruneops.recipe import Recipe
+from pruneops.tasks import load_task
+
+
+class PipelineFailed(PruneopsError):
+    """A pipeline run that failed; the message names the step and its reason."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The version the run registered (gate passed or failed)."""
+
+    model: str
+    parent_version: str
+    version: str
+
+
+def _arguments(model: str, version: str, recipe: Recipe, task: str, tracking_uri: str) -> dict[str, str]:
+    return {
+        "model_name": model,
+        "version": version,
+        "recipe": json.dumps(recipe.to_dict()),
+        "task": task,
+        "target": recipe.validate_.target,
+        "tracking_uri": tracking_uri,
+    }
+
+
+def check_inputs(model: str, version: str, task: str) -> str:
+    """Fail fast, before any step runs: the version exists and the task imports. Returns the version number."""
+    from pruneops.registry import Registry
+
+    load_task(task)
+    return Registry().resolve(model, version).version
+
+
+def run_local(model: str, version: str, recipe: Recipe, task: str = "pruneops.tasks.digits:task") -> RunResult:
+    """Run the pipeline on this machine and return the registered version."""
+    from kfp import local
+
+    from pipelines.prune_and_register import GpuPlacement, build_pipeline
+    from pruneops.steps import ERROR_FILE_ENV
+
+    number = check_inputs(model, version, task)
+    tracking_uri = settings.tracking_uri()
+    root = settings.state_dir() / "kfp"
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    pipeline = build_pipeline(GpuPlacement() if recipe.validate_.target == "cuda" else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        error_file = Path(tmp) / "error.json"
+        previous = os.environ.get(ERROR_FILE_ENV)
+        os.environ[ERROR_FILE_ENV] = str(error_file)
+        try:
+            outputs = pipeline(**_arguments(model, number, recipe, task, tracking_uri))
+        except Exception as err:  # noqa: BLE001 - kfp.local raises RuntimeError and others for a failed task
+            if error_file.is_file():
+                failure = json.loads(error_file.read_text())
+                raise PipelineFailed(f"step {failure['step']} failed: {failure['error']}") from None
+            raise PipelineFailed(f"pipeline failed: {str(err).splitlines()[0]}") from None
+        finally:
+            if previous is None:
+                os.environ.pop(ERROR_FILE_ENV, None)
+            else:
+                os.environ[ERROR_FILE_ENV] = previous
+    return RunResult(model, number, str(outputs.output))
+
+
+def submit(
+    host: str, model: str, version: str, recipe: Recipe, task: str, tracking_uri: str, experiment: str = "pruneops"
+) -> str:
+    """Submit the same pipeline to a KFP API server; returns the run id.
+
+    ``tracking_uri`` must be reachable from the cluster (the local SQLite default is not).
+    """
+    import kfp
+
+    from pipelines.prune_and_register import GpuPlacement, build_pipeline
+
+    if not tracking_uri or tracking_uri.startswith("sqlite:"):
+        raise PruneopsError("--kfp-host needs a tracking server the cluster can reach; pass --tracking-uri http://...")
+    pipeline = build_pipeline(GpuPlacement() if recipe.validate_.target == "cuda" else None)
+    client = kfp.Client(host=host)
+    run = client.create_run_from_pipeline_func(
+        pipeline, arguments=_arguments(model, version, recipe, task, tracking_uri), experiment_name=experiment
+    )
+    return str(run.run_id)

@@ -1,0 +1,257 @@
+"""Start a pipeline run when a new model version lands in the registry.
+
+Two ways in, one launcher:
+
+- **Webhook** (``POST /webhooks/mlflow``): MLflow's ``model_version.created`` deliveries,
+  signed ``X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "<delivery id>.<timestamp>.<body>")>``.
+  A missing or wrong signature, or a timestamp more than ``max_skew_s`` away, gets 401; a
+  delivery id seen before gets 409 (replay). Both start nothing.
+- **Polling** (:func:`poll_once`), for stores without webhooks: new versions of the
+  configured models since the last look.
+
+Either way, versions the pipeline made (``pruneops.source=pipeline``) are ignored, so a run
+never triggers itself; each (model, version) starts at most one run; runs go through one
+worker thread, one at a time. What was started and which deliveries were seen persist in
+``$PRUNEOPS_HOME/trigger-state.json``.
+
+>>> sign("secret", "d1", "1700000000", b'{"a": 1}')
+'v1,a6H6hbbrMljFhQoCEGh+3DUc1nt7GJ1ZUeydTgWFZ0Q='
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pruneops import settings
+from pruneops.errors import PruneopsError
+from pruneops.recipe import Recipe, load_recipe
+
+log = logging.getLogger("pruneops.trigger")
+SIGNATURE, TIMESTAMP, DELIVERY = "X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id"
+SECRET_ENV = "PRUNEOPS_WEBHOOK_SECRET"
+RunFn = Callable[[str, str, Recipe, str], Any]
+
+
+@dataclass
+class TriggerConfig:
+    """Which models trigger runs, with which recipe, scored by which task."""
+
+    models: dict[str, Recipe]
+    task: str = "pruneops.tasks.digits:task"
+    secret: str = ""
+    max_skew_s: int = 300
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TriggerConfig":
+        """Read ``{task: ..., models: {NAME: recipe.yaml}}``; the secret comes from ``$PRUNEOPS_WEBHOOK_SECRET``."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise PruneopsError(f"trigger config not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        models = data.get("models")
+        if not isinstance(models, dict) or not models:
+            raise PruneopsError(f"{path}: 'models' must map each model name to a recipe file")
+        recipes = {name: load_recipe(str((path.parent / recipe).resolve())) for name, recipe in models.items()}
+        return cls(
+            models=recipes,
+            task=data.get("task", cls.task),
+            secret=os.environ.get(SECRET_ENV, ""),
+            max_skew_s=int(data.get("max_skew_s", 300)),
+        )
+
+
+def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    """MLflow's webhook signature of one delivery."""
+    content = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), content, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+@dataclass
+class TriggerState:
+    """What was started and which deliveries were seen, persisted as JSON."""
+
+    path: Path
+    started: list[str] = field(default_factory=list)
+    deliveries: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> "TriggerState":
+        path = path or settings.state_dir() / "trigger-state.json"
+        state = cls(path)
+        if path.is_file():
+            data = json.loads(path.read_text())
+            state.started, state.deliveries, state.known = data["started"], data["deliveries"], data.get("known", [])
+        return state
+
+    def claim_delivery(self, delivery_id: str) -> bool:
+        """False if this delivery was seen before (a replay)."""
+        with self.lock:
+            if delivery_id in self.deliveries:
+                return False
+            self.deliveries = [*self.deliveries[-999:], delivery_id]
+            self._save()
+            return True
+
+    def claim_version(self, model: str, version: str) -> bool:
+        """False if a run was already started for this version."""
+        key = f"{model}:{version}"
+        with self.lock:
+            if key in self.started:
+                return False
+            self.started.append(key)
+            self._save()
+            return True
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"started": self.started, "deliveries": self.deliveries, "known": self.known}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.path)
+
+
+class Launcher:
+    """Runs pipelines one at a time on a worker thread; remembers outcomes for /healthz."""
+
+    def __init__(self, config: TriggerConfig, run: RunFn) -> None:
+        self.config, self.run = config, run
+        self.jobs: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.outcomes: list[dict[str, str]] = []
+        self._worker = threading.Thread(target=self._work, name="pipeline-runs", daemon=True)
+        self._worker.start()
+
+    def submit(self, model: str, version: str) -> None:
+        self.jobs.put((model, version))
+
+    def _work(self) -> None:
+        while True:
+            model, version = self.jobs.get()
+            log.info("starting pipeline for %s v%s", model, version)
+            try:
+                result = self.run(model, version, self.config.models[model], self.config.task)
+                self.outcomes.append({"model": model, "version": version, "status": "succeeded", "result": str(result)})
+                log.info("pipeline for %s v%s finished: %s", model, version, result)
+            except Exception as err:  # noqa: BLE001 - a failed run is logged and counted; the trigger keeps serving
+                self.outcomes.append({"model": model, "version": version, "status": "failed", "error": str(err)})
+                log.error("pipeline for %s v%s failed: %s", model, version, err)
+            finally:
+                self.jobs.task_done()
+
+
+def decide(config: TriggerConfig, state: TriggerState, model: str, version: str, tags: dict[str, str]) -> str | None:
+    """Why a new version starts nothing (a sentence), or None when it should start a run."""
+    if tags.get("pruneops.source") == "pipeline":
+        return f"{model} v{version} was made by the pipeline"
+    if model not in config.models:
+        return f"no recipe configured for model {model!r}"
+    if not state.claim_version(model, version):
+        return f"a run was already started for {model} v{version}"
+    return None
+
+
+def create_app(config: TriggerConfig, launcher: Launcher, state: TriggerState) -> Any:
+    """The webhook receiver (FastAPI)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    if not config.secret:
+        raise PruneopsError(f"set {SECRET_ENV}: the webhook receiver refuses to run without a secret")
+    app = FastAPI(title="pruneops trigger")
+
+    def error(status: int, message: str) -> JSONResponse:
+        log.warning("webhook refused (%s): %s", status, message)
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.post("/webhooks/mlflow")
+    async def receive(request: Request) -> JSONResponse:
+        body = await request.body()
+        signature, timestamp, delivery = (request.headers.get(h) for h in (SIGNATURE, TIMESTAMP, DELIVERY))
+        if not signature or not timestamp or not delivery:
+            return error(401, f"missing {SIGNATURE}, {TIMESTAMP} or {DELIVERY} header")
+        if not hmac.compare_digest(signature, sign(config.secret, delivery, timestamp, body)):
+            return error(401, "signature does not match")
+        try:
+            skew = abs(time.time() - int(timestamp))
+        except ValueError:
+            return error(401, f"{TIMESTAMP} is not a unix time")
+        if skew > config.max_skew_s:
+            return error(401, f"delivery is {skew:.0f}s old (limit {config.max_skew_s}s)")
+        if not state.claim_delivery(delivery):
+            return error(409, f"delivery {delivery} was already received")
+        try:
+            payload = json.loads(body)
+            entity, action, data = payload["entity"], payload["action"], payload["data"]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "body is not an MLflow webhook payload (entity, action, data)")
+        if (entity, action) != ("model_version", "created"):
+            return JSONResponse({"status": "ignored", "reason": f"event {entity}.{action}"}, status_code=202)
+        model, version = str(data.get("name", "")), str(data.get("version", ""))
+        reason = decide(config, state, model, version, data.get("tags") or {})
+        if reason:
+            log.info("ignored: %s", reason)
+            return JSONResponse({"status": "ignored", "reason": reason}, status_code=202)
+        launcher.submit(model, version)
+        return JSONResponse({"status": "started", "model": model, "version": version}, status_code=202)
+
+    @app.get("/healthz")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "queued": launcher.jobs.qsize(), "runs": launcher.outcomes, "started": state.started}
+
+    return app
+
+
+def poll_once(config: TriggerConfig, state: TriggerState, launcher: Launcher, registry: Any) -> list[str]:
+    """Start runs for versions that appeared since the last poll; returns what was started.
+
+    The first poll only records the versions that already exist (``known``), so starting the
+    poller does not replay the registry's history.
+    """
+    started = []
+    first = not state.known
+    for model in config.models:
+        try:
+            versions = registry.versions(model)
+        except PruneopsError as err:
+            log.warning("poll: %s", err)
+            continue
+        for info in versions:
+            key = f"{model}:{info.version}"
+            if key in state.known:
+                continue
+            state.known.append(key)
+            if first:
+                continue
+            if decide(config, state, model, info.version, info.tags) is None:
+                launcher.submit(model, info.version)
+                started.append(key)
+    with state.lock:
+        state._save()
+    return started
+
+
+def default_runner(kfp_host: str | None = None) -> RunFn:
+    """Run locally with kfp.local, or submit to ``kfp_host``."""
+
+    def run(model: str, version: str, recipe: Recipe, task: str) -> str:
+        from pipelines.runner import run_local, submit
+
+        if kfp_host:
+            return submit(kfp_host, model, version, recipe, task, settings.tracking_uri())
+        return run_local(model, version, recipe, task).version
+
+    return run

@@ -1,0 +1,105 @@
+"""The run report: one self-contained HTML page with plots, logged to MLflow and shown in KFP.
+
+Plots (PNG, embedded as base64): accuracy dense vs pruned, median latency dense vs pruned
+per runtime and batch size, and per-layer sparsity. Then the gate checks, each with its
+sentence.
+
+>>> html = render({"validation": {"primary_metric": "accuracy", "dense_metrics": {"accuracy": 0.99},
+...     "candidate_metrics": {"accuracy": 0.98}, "runtimes": [], "device": "cpu", "accuracy_drop": 0.01},
+...     "gate": {"passed": True, "checks": []}, "prune": {"layers": [], "method": "magnitude",
+...     "pattern": "channels", "sparsity": 0.5}}, title="digits v2")
+>>> "<h1>digits v2</h1>" in html
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+
+def render(evidence: dict[str, Any], title: str) -> str:
+    """The report page for one pipeline run's evidence."""
+    validation, gate, prune = evidence["validation"], evidence["gate"], evidence["prune"]
+    primary = validation["primary_metric"]
+    verdict = "passed" if gate["passed"] else "failed"
+    score, dense_score = validation["candidate_metrics"][primary], validation["dense_metrics"][primary]
+    rows = "".join(
+        f"<tr><td>{html.escape(c['gate'])}</td><td class='{'ok' if c['passed'] else 'bad'}'>"
+        f"{'pass' if c['passed'] else 'FAIL'}</td><td>{html.escape(c['message'])}</td></tr>"
+        for c in gate["checks"]
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}td,th{{padding:4px 10px;text-align:left}}
+.ok{{color:#087f23}}.bad{{color:#b00020;font-weight:bold}}img{{max-width:100%}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(prune["method"])} / {html.escape(str(prune["pattern"]))}, sparsity {prune["sparsity"]:.3f};
+{html.escape(primary)} {score:.4f} vs dense {dense_score:.4f}
+(drop {validation["accuracy_drop"]:.4f}) on {html.escape(validation["device"])}.
+Gate: <b class="{"ok" if gate["passed"] else "bad"}">{verdict}</b>.</p>
+<h2>Gates</h2><table><tr><th>gate</th><th>result</th><th>detail</th></tr>{rows}</table>
+<h2>Accuracy and latency</h2><img alt="accuracy and latency" src="data:image/png;base64,{_speed_plot(validation)}">
+<h2>Per-layer sparsity</h2><img alt="per-layer sparsity" src="data:image/png;base64,{_sparsity_plot(prune)}">
+</body></html>"""
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _speed_plot(validation: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    primary = validation["primary_metric"]
+    fig, (acc, lat) = plt.subplots(1, 2, figsize=(11, 3.5))
+    values = [validation["dense_metrics"][primary], validation["candidate_metrics"][primary]]
+    acc.bar(["dense", "pruned"], values, color=["#888", "#1f77b4"])
+    acc.set(title=primary, ylim=(min(values) - 0.05, 1.0))
+    labels, dense, pruned = [], [], []
+    for runtime in validation["runtimes"]:
+        for batch, row in runtime["batches"].items():
+            labels.append(f"{runtime['runtime']}\nbatch {batch}")
+            dense.append(row["dense"]["p50_ms"])
+            pruned.append(row["candidate"]["p50_ms"])
+    xs = range(len(labels))
+    lat.bar([x - 0.2 for x in xs], dense, 0.4, label="dense", color="#888")
+    lat.bar([x + 0.2 for x in xs], pruned, 0.4, label="pruned", color="#1f77b4")
+    lat.set_xticks(list(xs), labels, fontsize=8)
+    spread = max(dense) / max(min(pruned), 1e-9) if dense else 1.0
+    lat.set(title="median latency (ms)", yscale="log" if spread > 50 else "linear")
+    lat.legend()
+    return _png(fig)
+
+
+def _sparsity_plot(prune: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = prune.get("layers", [])
+    fig, ax = plt.subplots(figsize=(11, 3))
+    names = [layer["name"] for layer in layers]
+    shrink = [1 - layer["numel"] / max(_numel(layer["shape_before"]), 1) for layer in layers]
+    zeros = [layer["sparsity"] for layer in layers]
+    ax.bar(names, [max(a, b) for a, b in zip(shrink, zeros, strict=True)], color="#1f77b4")
+    ax.set(ylim=(0, 1), ylabel="removed or zero")
+    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    return _png(fig)
+
+
+def _numel(shape: list[int]) -> int:
+    total = 1
+    for dim in shape:
+        total *= dim
+    return total

@@ -1,0 +1,256 @@
+"""The pipeline's steps as plain functions over folders, so they are tested without KFP.
+
+Each KFP component in ``components/<step>/`` is a thin wrapper that calls one of these with
+its artifact paths. A model folder is what :mod:`pruneops.modelio` writes; a pruned model
+folder may also hold ``masks.safetensors`` (unstructured/N:M masks by layer name), which
+the finetune step puts back so fine-tuning keeps every pruned weight at zero.
+
+>>> sorted(STEP_NAMES)
+['baseline', 'finetune', 'prune', 'register', 'set_challenger', 'validate']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pruneops.modelio import load_model, save_model
+from pruneops.recipe import Recipe, parse_recipe
+from pruneops.tasks import Task, load_task
+
+STEP_NAMES = ("baseline", "prune", "finetune", "validate", "register", "set_challenger")
+MASKS_FILE = "masks.safetensors"
+PRUNE_REPORT = "prune_report.json"
+METRICS_FILE = "metrics.json"
+EVIDENCE_FILE = "evidence.json"
+ONNX_FILE = "model.onnx"
+
+
+ERROR_FILE_ENV = "PRUNEOPS_STEP_ERROR_FILE"
+
+
+@contextlib.contextmanager
+def report_failure(step: str) -> Iterator[None]:
+    """Record a failing step and its reason where the local runner can read them, then re-raise.
+
+    The runner sets ``PRUNEOPS_STEP_ERROR_FILE``; on a cluster the reason is in the step's log.
+    """
+    try:
+        yield
+    except Exception as err:
+        target = os.environ.get(ERROR_FILE_ENV)
+        if target:
+            Path(target).write_text(json.dumps({"step": step, "error": f"{type(err).__name__}: {err}"}))
+        raise
+
+
+def with_target(recipe: Recipe, target: str) -> Recipe:
+    """The recipe with ``validate.target`` replaced (an empty ``target`` keeps the recipe's)."""
+    if not target or target == recipe.validate_.target:
+        return recipe
+    data = recipe.to_dict()
+    data["validate"]["target"] = target
+    return parse_recipe(data)
+
+
+def use_tracking_uri(uri: str) -> None:
+    """Point MLflow at ``uri`` for this process (empty: keep the environment's default)."""
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
+def recipe_from_json(text: str) -> Recipe:
+    """The recipe a component receives as a JSON string, validated on entry."""
+    return parse_recipe(json.loads(text))
+
+
+def baseline(model_name: str, version: str, task_path: str, out_dir: str | Path) -> dict[str, float]:
+    """Download the source version into ``out_dir`` and measure its metrics there."""
+    from pruneops.registry import Registry
+
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Registry().download(model_name, version, tmp)
+        shutil.copytree(folder, out_dir, dirs_exist_ok=True)
+    task = load_task(task_path)
+    metrics = task.evaluate(load_model(out_dir))
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def prune(dense_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | Path) -> dict[str, Any]:
+    """Prune the dense model as the recipe says; save it with its masks and a report.
+
+    One-shot: prune only. Iterative: every step, with fine-tuning between steps; the
+    fine-tuning after the last step is the finetune step's.
+    """
+    from pruneops.finetune import prune_and_recover
+    from pruneops.pruning import make_permanent
+
+    task = load_task(task_path)
+    dense = load_model(dense_dir)
+    model = load_model(dense_dir)
+    result = prune_and_recover(
+        model, task, recipe.prune, recipe.finetune, teacher=dense, progress=False, final_finetune=False
+    )
+    out_dir = Path(out_dir)
+    if result.report.masks:
+        from safetensors.torch import save_file
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.to(torch.uint8).contiguous() for k, v in result.report.masks.items()}, str(out_dir / MASKS_FILE)
+        )
+    make_permanent(model)
+    save_model(model, out_dir, task.arch)
+    report = result.report.to_dict() | {"steps": result.steps}
+    (out_dir / PRUNE_REPORT).write_text(json.dumps(report, indent=2, default=float))
+    return report
+
+
+def finetune(
+    pruned_dir: str | Path, dense_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | Path
+) -> dict[str, Any]:
+    """Fine-tune the pruned model with its masks held (and distillation when the recipe asks)."""
+    from pruneops.finetune import finetune as run_finetune
+    from pruneops.pruning import apply_mask, make_permanent
+
+    task = load_task(task_path)
+    model = load_model(pruned_dir)
+    masks_path = Path(pruned_dir) / MASKS_FILE
+    if masks_path.is_file():
+        from safetensors.torch import load_file
+
+        for name, mask in load_file(str(masks_path)).items():
+            apply_mask(model.get_submodule(name), mask.bool())
+    teacher = load_model(dense_dir) if recipe.finetune.distill is not None else None
+    result = run_finetune(model, task, recipe.finetune, teacher=teacher, progress=False)
+    make_permanent(model)
+    out_dir = Path(out_dir)
+    save_model(model, out_dir, task.arch)
+    shutil.copy(Path(pruned_dir) / PRUNE_REPORT, out_dir / PRUNE_REPORT)
+    summary = {"epochs": len(result.history), "best_metric": result.best_metric, "history": result.history}
+    (out_dir / "finetune.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def validate(
+    dense_dir: str | Path, candidate_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | Path
+) -> tuple[bool, dict[str, Any]]:
+    """Measure the candidate on the target, export its ONNX file, apply the gates.
+
+    Writes ``evidence.json`` (measurements, gate checks) and ``model.onnx`` into ``out_dir``.
+    """
+    from pruneops.export import export_onnx, parity
+    from pruneops.gates import evaluate_gates
+    from pruneops.validate import validate as run_validate
+
+    task: Task = load_task(task_path)
+    dense, candidate = load_model(dense_dir), load_model(candidate_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = run_validate(dense, candidate, task, recipe.validate_)
+    gate = evaluate_gates(*report.measured(), recipe.gates)
+    exported = export_onnx(candidate, task.example_input(2), out_dir / ONNX_FILE)
+    check = parity(candidate, exported.path, task.example_input(16))
+    evidence = {
+        "validation": report.to_dict(),
+        "gate": gate.to_dict(),
+        "onnx": {"bytes": exported.bytes, "opset": exported.opset, "max_abs": check.max_abs, "max_rel": check.max_rel},
+        "prune": json.loads((Path(candidate_dir) / PRUNE_REPORT).read_text()),
+    }
+    (out_dir / EVIDENCE_FILE).write_text(json.dumps(evidence, indent=2, default=float))
+    return gate.passed, evidence
+
+
+def register(
+    model_name: str,
+    parent_version: str,
+    candidate_dir: str | Path,
+    evidence_dir: str | Path,
+    recipe: Recipe,
+    task_path: str,
+    report_html: str | Path | None = None,
+) -> str:
+    """Register the candidate as a new version, gate passed or failed, with lineage and evidence."""
+    from pruneops.registry import Registry
+
+    evidence = json.loads((Path(evidence_dir) / EVIDENCE_FILE).read_text())
+    task = load_task(task_path)
+    tags = lineage_tags(evidence, recipe, parent_version, task_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        shutil.copytree(candidate_dir, folder)
+        shutil.copy(Path(evidence_dir) / ONNX_FILE, folder / ONNX_FILE)
+        (folder / MASKS_FILE).unlink(missing_ok=True)
+        extra = {}
+        if report_html and Path(report_html).is_file():
+            page = Path(tmp) / "report.html"  # KFP names the artifact file "report"; MLflow shows .html inline
+            shutil.copy(report_html, page)
+            extra["report"] = str(page)
+        info = Registry().register(
+            model_name,
+            folder,
+            tags=tags,
+            metrics=_flat_metrics(evidence),
+            reference=task.reference_sample(),
+            feature_names=task.feature_names,
+            report=evidence,
+            extra_artifacts=extra,
+        )
+    return info.version
+
+
+def set_challenger(model_name: str, version: str, why: str = "pipeline gate passed") -> None:
+    """Give a version whose gate passed the alias ``challenger``."""
+    from pruneops.registry import CHALLENGER, Registry
+
+    Registry().set_alias(model_name, CHALLENGER, version, why)
+
+
+def lineage_tags(evidence: dict[str, Any], recipe: Recipe, parent_version: str, task_path: str) -> dict[str, Any]:
+    """The ``pruneops.*`` tags of a pipeline-made version (DESIGN.md's shared names)."""
+    validation, gate = evidence["validation"], evidence["gate"]
+    primary = validation["primary_metric"]
+    runtimes = validation["runtimes"]
+    first = runtimes[0] if runtimes else None
+    offline = first["batches"][str(max(int(b) for b in first["batches"]))] if first else None
+    sparse = [r for r in runtimes if r["runtime"] == "torch-sparse"]
+    sparse_layers = sparse[0]["evidence"]["candidate"].get("sparse_layers", []) if sparse else []
+    return {
+        "source": "pipeline",
+        "parent_version": parent_version,
+        "task": task_path,
+        "recipe_sha256": recipe.sha256(),
+        "method": recipe.prune.method,
+        "pattern": recipe.prune.pattern,
+        "sparsity": f"{evidence['prune']['sparsity']:.4f}",
+        "accuracy": f"{validation['candidate_metrics'][primary]:.6f}",
+        "accuracy_drop": f"{validation['accuracy_drop']:.6f}",
+        "speedup": f"{offline['speedup']['ratio']:.4f}" if offline else None,
+        "runtime": first["runtime"] if first else None,
+        "device": validation["device"],
+        "sparse_kernels": f"{len(sparse_layers)} layers" if sparse_layers else "none",
+        "gate": "passed" if gate["passed"] else "failed",
+        "gate_reasons": "; ".join(gate["reasons"])[:4900] or None,
+    }
+
+
+def _flat_metrics(evidence: dict[str, Any]) -> dict[str, float]:
+    validation = evidence["validation"]
+    metrics = {f"dense_{k}": v for k, v in validation["dense_metrics"].items()}
+    metrics |= {f"candidate_{k}": v for k, v in validation["candidate_metrics"].items()}
+    metrics["accuracy_drop"] = validation["accuracy_drop"]
+    for runtime in validation["runtimes"]:
+        for batch, row in runtime["batches"].items():
+            metrics[f"{runtime['runtime']}_b{batch}_speedup"] = row["speedup"]["ratio"]
+            metrics[f"{runtime['runtime']}_b{batch}_candidate_p99_ms"] = row["candidate"]["p99_ms"]
+    return metrics

@@ -1,0 +1,52 @@
+"""The compiled pipeline IR is golden: recompiling gives the committed files byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.prune_and_register import GpuPlacement, compile_pipelines
+
+pytestmark = pytest.mark.unit
+COMPILED = Path(__file__).parents[2] / "pipelines" / "compiled"
+
+
+def test_compiled_ir_is_up_to_date(tmp_path: Path) -> None:
+    for path in map(Path, compile_pipelines(str(tmp_path))):
+        committed = COMPILED / path.name
+        assert committed.is_file(), f"{committed} missing: run `pruneops compile`"
+        assert path.read_text() == committed.read_text(), f"{path.name} is stale: run `pruneops compile`"
+
+
+def _executor(spec: dict, suffix: str = "validate") -> dict:
+    return spec["deploymentSpec"]["executors"][f"exec-{suffix}"]
+
+
+def test_steps_and_condition() -> None:
+    spec = yaml.safe_load((COMPILED / "prune_and_register.yaml").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"baseline", "prune", "finetune", "validate", "register", "condition-1"} <= set(tasks)
+    condition = tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert condition == "inputs.parameter_values['pipelinechannel--validate-Output'] == true"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {"model_name", "version", "recipe", "task", "target", "tracking_uri"}
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"ghcr.io/pruneops/pruneops:0.1.0"}
+    assert "resources" not in _executor(spec)["container"]
+
+
+def test_gpu_variant_places_only_validate_on_gpu_nodes() -> None:
+    docs = list(yaml.safe_load_all((COMPILED / "prune_and_register_gpu.yaml").read_text()))
+    spec, platform = docs[0], docs[1]
+    accelerator = _executor(spec)["container"]["resources"]["accelerator"]
+    placement = GpuPlacement()
+    assert accelerator["resourceType"] == placement.accelerator_type and accelerator["resourceCount"] == "1"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == {"exec-validate"}
+    assert k8s["exec-validate"]["nodeSelector"]["labels"] == {placement.node_selector_key: "true"}
+    assert k8s["exec-validate"]["tolerations"][0]["key"] == placement.toleration_key
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        if name != "exec-validate":
+            assert "resources" not in executor["container"], name

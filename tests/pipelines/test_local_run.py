@@ -1,0 +1,85 @@
+"""The whole pipeline on kfp.local.SubprocessRunner: every component runs once, for real.
+
+One run that passes its gate, one that fails it, one whose prune step fails midway, and
+inputs refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.runner import PipelineFailed, run_local
+from pruneops.demo import DEMO_RECIPE, init_demo
+from pruneops.errors import NotFoundError, RecipeError, TaskError
+from pruneops.recipe import load_recipe, parse_recipe
+from pruneops.registry import CHALLENGER, CHAMPION, Registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def champion() -> str:
+    return init_demo("digits").version
+
+
+def test_passing_run_registers_a_challenger_with_lineage(champion: str, tmp_path: Path) -> None:
+    result = run_local("digits", champion, parse_recipe(DEMO_RECIPE))
+    registry = Registry()
+    info = registry.version("digits", result.version)
+    assert result.version == "2"
+    assert registry.aliases("digits") == {CHAMPION: "1", CHALLENGER: "2"}
+    tags = {k.removeprefix("pruneops."): v for k, v in info.tags.items()}
+    assert tags["source"] == "pipeline" and tags["parent_version"] == "1" and tags["gate"] == "passed"
+    assert tags["method"] == "magnitude" and tags["pattern"] == "channels"
+    assert tags["recipe_sha256"] == parse_recipe(DEMO_RECIPE).sha256()
+    assert float(tags["accuracy_drop"]) <= 0.02 and float(tags["speedup"]) >= 1.3
+    assert tags["runtime"] == "onnxruntime" and tags["sparse_kernels"] == "none"
+    model_dir = registry.download("digits", result.version, tmp_path / "model")
+    assert {"arch.json", "model.safetensors", "model.onnx"} <= {p.name for p in model_dir.iterdir()}
+    evidence = json.loads(
+        (registry.download("digits", result.version, tmp_path / "r", "report") / "evaluation.json").read_text()
+    )
+    assert evidence["gate"]["passed"] and evidence["onnx"]["max_abs"] < 1e-3
+    page = registry.download("digits", result.version, tmp_path / "h", "report") / "report.html"
+    assert "<h1>digits: pruning run</h1>" in page.read_text() and "data:image/png;base64," in page.read_text()
+    assert len(registry.load_reference("digits", result.version)) == 500
+    assert [e.alias for e in registry.history("digits")][-1] == CHALLENGER
+
+
+def test_failed_gate_is_registered_without_alias(champion: str) -> None:
+    recipe = dict(DEMO_RECIPE, gates={"max_accuracy_drop": 0.02, "min_speedup": 100.0})
+    result = run_local("digits", champion, parse_recipe(recipe))
+    info = Registry().version("digits", result.version)
+    assert info.tag("gate") == "failed"
+    assert "< required 100.00x on onnxruntime/" in (info.tag("gate_reasons") or "")
+    assert Registry().aliases("digits") == {CHAMPION: "1"}
+
+
+def test_step_failing_midway_names_step_and_leaves_registry(champion: str) -> None:
+    recipe = parse_recipe({"prune": {"method": "magnitude", "pattern": "2:4"}})  # features.0 has 9 inputs
+    before = [v.version for v in Registry().versions("digits")]
+    with pytest.raises(PipelineFailed, match=r"step prune failed: PruningError: layer 'features.0' cannot take"):
+        run_local("digits", champion, recipe)
+    assert [v.version for v in Registry().versions("digits")] == before
+    assert Registry().aliases("digits") == {CHAMPION: "1"}
+
+
+@pytest.mark.unit
+def test_inputs_refused_before_running(champion: str) -> None:
+    recipe = parse_recipe(DEMO_RECIPE)
+    with pytest.raises(NotFoundError):
+        run_local("digits", "9", recipe)
+    with pytest.raises(NotFoundError, match="not registered"):
+        run_local("nope", "1", recipe)
+    with pytest.raises(TaskError):
+        run_local("digits", champion, recipe, task="nowhere:task")
+    with pytest.raises(RecipeError):
+        load_recipe("prune: {methd: wanda}")
+    assert [v.version for v in Registry().versions("digits")] == ["1"]
+
+
+def test_demo_recipe_matches_the_shipped_example() -> None:
+    assert parse_recipe(DEMO_RECIPE) == load_recipe(Path(__file__).parents[2] / "recipes/channels-50-cpu.yaml")

@@ -1,0 +1,67 @@
+"""End to end: a real mlflow server delivers a signed webhook to a real trigger process, which
+runs the pipeline; a pruned version with lineage appears, and the pipeline's own version
+starts nothing (no loop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pruneops.registry import Registry
+from tests.conftest import free_port, wait_http
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+RECIPE = Path(__file__).parents[2] / "recipes" / "channels-50-cpu.yaml"
+
+
+def test_webhook_runs_pipeline(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = f"digits-e2e-{int(time.time())}"
+    (tmp_path / "trigger.yaml").write_text(f"task: pruneops.tasks.digits:task\nmodels:\n  {model}: {RECIPE}\n")
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "PRUNEOPS_WEBHOOK_SECRET": "e2e-secret",
+        "PRUNEOPS_HOME": str(tmp_path / "trigger-home"),
+    }
+    log = open(tmp_path / "trigger.log", "w")  # noqa: SIM115 - closed below
+    trigger = subprocess.Popen(
+        [sys.executable, "-m", "pruneops.cli", "trigger",
+         "--config", str(tmp_path / "trigger.yaml"), "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, process=trigger)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        registry = Registry()
+        registry.create_webhook(f"hook-{model}", f"http://127.0.0.1:{port}/webhooks/mlflow",
+                                ["model_version.created"], "e2e-secret")  # fmt: skip
+        from pruneops.demo import init_demo
+
+        init_demo(model)  # registers v1: MLflow delivers model_version.created to the trigger
+        deadline = time.monotonic() + 420
+        made = []
+        while time.monotonic() < deadline and not made:
+            time.sleep(3)
+            made = [v for v in registry.versions(model) if v.tag("source") == "pipeline"]
+            assert trigger.poll() is None, (tmp_path / "trigger.log").read_text()[-3000:]
+        assert made, (tmp_path / "trigger.log").read_text()[-3000:]
+        version = made[0]
+        assert version.tag("parent_version") == "1" and version.tag("gate") in ("passed", "failed")
+        assert version.tag("recipe_sha256") and version.tag("method") == "magnitude"
+        time.sleep(5)  # the pipeline's own version was delivered too: it must start nothing
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as reply:
+            health = json.loads(reply.read())
+        assert health["started"] == [f"{model}:1"], health
+        assert len(registry.versions(model)) == 2
+    finally:
+        trigger.terminate()
+        trigger.wait(timeout=30)
+        log.close()
