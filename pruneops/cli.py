@@ -197,11 +197,22 @@ def webhook_cmd(
 @_one_line_errors
 def compile_cmd(
     output_dir: Annotated[str, typer.Option(help="Where to write the IR YAML.")] = "pipelines/compiled",
+    gpu_accelerator: Annotated[str, typer.Option(help="Accelerator type of the GPU validate step.")] = "nvidia.com/gpu",
+    gpu_count: Annotated[int, typer.Option(help="Accelerators the GPU validate step requests.")] = 1,
+    gpu_node_selector: Annotated[
+        str, typer.Option(help="Node label KEY=VALUE the GPU validate step is placed on.")
+    ] = "nvidia.com/gpu.present=true",
+    gpu_toleration: Annotated[str, typer.Option(help="Taint key the GPU validate step tolerates.")] = "nvidia.com/gpu",
 ) -> None:
     """Write the pipeline's KFP IR: prune_and_register.yaml (CPU) and prune_and_register_gpu.yaml."""
-    from pipelines.prune_and_register import compile_pipelines
+    from pipelines.prune_and_register import GpuPlacement, compile_pipelines
+    from pruneops.errors import PruneopsError
 
-    for path in compile_pipelines(output_dir):
+    key, sep, value = gpu_node_selector.partition("=")
+    if not sep or not key:
+        raise PruneopsError(f"--gpu-node-selector must be KEY=VALUE, got {gpu_node_selector!r}")
+    placement = GpuPlacement(gpu_accelerator, gpu_count, key, value, gpu_toleration)
+    for path in compile_pipelines(output_dir, placement):
         console.print(f"wrote {path}")
 
 

@@ -50,3 +50,24 @@ def test_gpu_variant_places_only_validate_on_gpu_nodes() -> None:
     for name, executor in spec["deploymentSpec"]["executors"].items():
         if name != "exec-validate":
             assert "resources" not in executor["container"], name
+
+
+def test_gpu_placement_is_configurable(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pruneops.cli", "compile", "--output-dir", str(tmp_path),
+         "--gpu-accelerator", "nvidia.com/mig-1g.10gb", "--gpu-count", "2",
+         "--gpu-node-selector", "pool=h100", "--gpu-toleration", "dedicated"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    docs = list(yaml.safe_load_all((tmp_path / "prune_and_register_gpu.yaml").read_text()))
+    accelerator = _executor(docs[0])["container"]["resources"]["accelerator"]
+    assert (accelerator["resourceType"], accelerator["resourceCount"]) == ("nvidia.com/mig-1g.10gb", "2")
+    k8s = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-validate"]
+    assert k8s["nodeSelector"]["labels"] == {"pool": "h100"} and k8s["tolerations"][0]["key"] == "dedicated"
+    bad = subprocess.run([sys.executable, "-m", "pruneops.cli", "compile", "--output-dir", str(tmp_path),
+                          "--gpu-node-selector", "nolabel"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 1 and "must be KEY=VALUE" in bad.stderr
