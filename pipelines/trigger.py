@@ -14,19 +14,16 @@ never triggers itself; each (model, version) starts at most one run; runs go thr
 worker thread, one at a time. What was started and which deliveries were seen persist in
 ``$PRUNEOPS_HOME/trigger-state.json``.
 
->>> sign("secret", "d1", "1700000000", b'{"a": 1}')
-'v1,a6H6hbbrMljFhQoCEGh+3DUc1nt7GJ1ZUeydTgWFZ0Q='
+Signatures are checked by :mod:`pruneops.webhooks`, shared with the model server.
 """
 
-import base64
-import hashlib
-import hmac
+__all__ = ["Launcher", "TriggerConfig", "TriggerState", "create_app", "decide", "poll_once", "sign"]
+
 import json
 import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +32,9 @@ from typing import Any
 from pruneops import settings
 from pruneops.errors import PruneopsError
 from pruneops.recipe import Recipe, load_recipe
+from pruneops.webhooks import DELIVERY, check, sign
 
 log = logging.getLogger("pruneops.trigger")
-SIGNATURE, TIMESTAMP, DELIVERY = "X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id"
 SECRET_ENV = "PRUNEOPS_WEBHOOK_SECRET"
 RunFn = Callable[[str, str, Recipe, str], Any]
 
@@ -70,13 +67,6 @@ class TriggerConfig:
             secret=os.environ.get(SECRET_ENV, ""),
             max_skew_s=int(data.get("max_skew_s", 300)),
         )
-
-
-def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
-    """MLflow's webhook signature of one delivery."""
-    content = f"{delivery_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret.encode(), content, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
 
 
 @dataclass
@@ -180,17 +170,10 @@ def create_app(config: TriggerConfig, launcher: Launcher, state: TriggerState) -
     @app.post("/webhooks/mlflow")
     async def receive(request: Request) -> JSONResponse:
         body = await request.body()
-        signature, timestamp, delivery = (request.headers.get(h) for h in (SIGNATURE, TIMESTAMP, DELIVERY))
-        if not signature or not timestamp or not delivery:
-            return error(401, f"missing {SIGNATURE}, {TIMESTAMP} or {DELIVERY} header")
-        if not hmac.compare_digest(signature, sign(config.secret, delivery, timestamp, body)):
-            return error(401, "signature does not match")
-        try:
-            skew = abs(time.time() - int(timestamp))
-        except ValueError:
-            return error(401, f"{TIMESTAMP} is not a unix time")
-        if skew > config.max_skew_s:
-            return error(401, f"delivery is {skew:.0f}s old (limit {config.max_skew_s}s)")
+        refused = check(request.headers, body, config.secret, config.max_skew_s)
+        if refused:
+            return error(401, refused)
+        delivery = request.headers[DELIVERY]
         if not state.claim_delivery(delivery):
             return error(409, f"delivery {delivery} was already received")
         try:

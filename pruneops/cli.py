@@ -193,6 +193,40 @@ def webhook_cmd(
     console.print(f"webhook {name} ({webhook_id}) -> {url}")
 
 
+@app.command("serve")
+@_one_line_errors
+def serve_cmd(
+    model: Annotated[str, typer.Option("--model", help="Registered model name.")],
+    alias: Annotated[str, typer.Option(help="Alias to follow.")] = "champion",
+    port: Annotated[int, typer.Option(help="HTTP port (Open Inference Protocol v2).")] = 8080,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between registry polls.")] = 5.0,
+    canary: Annotated[float, typer.Option(help="Fraction of requests sent to the challenger.")] = 0.0,
+    shadow: Annotated[bool, typer.Option(help="Mirror requests to the challenger and compare.")] = False,
+) -> None:
+    """Serve a model over the V2 protocol, following a registry alias with hot swaps."""
+    import logging
+
+    from serving.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(model, port, alias, poll_interval, canary, shadow)
+
+
+@app.command("sidecar")
+@_one_line_errors
+def sidecar_cmd(
+    upstream: Annotated[str, typer.Option(help="Model server URL.")] = "http://127.0.0.1:8080",
+    port: Annotated[int, typer.Option(help="Port the sidecar listens on.")] = 8081,
+    max_in_flight: Annotated[int, typer.Option(help="Concurrent requests before answering 503.")] = 64,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the model server.")] = 10.0,
+    sample_every: Annotated[int, typer.Option(help="Sample every Nth inference into the drift window.")] = 10,
+) -> None:
+    """Reverse proxy in front of a V2 model server: latency/error metrics, sampling, /metrics."""
+    from serving.sidecar import run
+
+    run(upstream, port, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every)
+
+
 @app.command("compile")
 @_one_line_errors
 def compile_cmd(

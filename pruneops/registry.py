@@ -261,6 +261,15 @@ class Registry:
             event = self._move(name, alias, info.version, current, "set", why)
             return AliasChange("set", name, info.version, current, True, f"{alias} -> v{info.version}", [event])
 
+    def remove_alias(self, name: str, alias: str, why: str = "") -> AliasChange:
+        """Delete an alias (idempotent) and record it; e.g. withdraw a rejected challenger."""
+        with self._alias_lock():
+            current = self.aliases(name).get(alias)
+            if current is None:
+                return AliasChange("remove", name, None, None, False, f"{alias} is not set")
+            event = self._move(name, alias, None, current, "remove", why)
+            return AliasChange("remove", name, None, current, True, f"{alias} v{current} removed", [event])
+
     def promote(self, name: str, version: str | int | None = None, why: str = "") -> AliasChange:
         """Make ``version`` (default: the challenger) the champion; the old champion becomes previous.
 

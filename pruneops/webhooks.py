@@ -1,0 +1,44 @@
+"""MLflow webhook signatures, shared by the pipeline trigger and the model server.
+
+MLflow signs ``X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "<delivery id>.<timestamp>.<body>")>``
+and sends ``X-MLflow-Timestamp`` and ``X-MLflow-Delivery-Id``.
+
+>>> sign("secret", "d1", "1700000000", b'{"a": 1}')
+'v1,a6H6hbbrMljFhQoCEGh+3DUc1nt7GJ1ZUeydTgWFZ0Q='
+>>> check({}, b"", "secret", 300)
+'missing X-MLflow-Signature, X-MLflow-Timestamp or X-MLflow-Delivery-Id header'
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+
+SIGNATURE, TIMESTAMP, DELIVERY = "X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id"
+
+
+def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    """MLflow's webhook signature of one delivery."""
+    content = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), content, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def check(headers: Mapping[str, str], body: bytes, secret: str, max_skew_s: float) -> str | None:
+    """Why a delivery must be refused with 401 (a sentence), or None when it is authentic and fresh."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    signature, timestamp, delivery = (lowered.get(h.lower()) for h in (SIGNATURE, TIMESTAMP, DELIVERY))
+    if not signature or not timestamp or not delivery:
+        return f"missing {SIGNATURE}, {TIMESTAMP} or {DELIVERY} header"
+    if not hmac.compare_digest(signature, sign(secret, delivery, timestamp, body)):
+        return "signature does not match"
+    try:
+        skew = abs(time.time() - int(timestamp))
+    except ValueError:
+        return f"{TIMESTAMP} is not a unix time"
+    if skew > max_skew_s:
+        return f"delivery is {skew:.0f}s old (limit {max_skew_s:.0f}s)"
+    return None

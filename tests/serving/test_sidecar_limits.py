@@ -1,0 +1,96 @@
+"""The sidecar protects itself and the server: 503 with Retry-After, 504, 502, bounded windows."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from serving.sidecar import SampleWindow, create_sidecar
+from tests.conftest import free_port, wait_http
+
+pytestmark = pytest.mark.integration
+
+
+class SlowUpstream(BaseHTTPRequestHandler):
+    """A V2-ish server that takes 1 s to answer."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(1.0)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), SlowUpstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def start_sidecar(upstream: str, **options: object) -> str:
+    port = free_port()
+    app = create_sidecar(upstream, **options)  # type: ignore[arg-type]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    wait_http(f"http://127.0.0.1:{port}/metrics", timeout=20)
+    return f"http://127.0.0.1:{port}"
+
+
+def test_overload_answers_503_with_retry_after(slow_upstream: str) -> None:
+    sidecar = start_sidecar(slow_upstream, max_in_flight=1)
+    results: list[httpx.Response] = []
+
+    def call() -> None:
+        results.append(httpx.post(f"{sidecar}/v2/models/m/infer", json={}, timeout=10))
+
+    first = threading.Thread(target=call)
+    first.start()
+    time.sleep(0.3)  # the first request now holds the only slot
+    second = httpx.post(f"{sidecar}/v2/models/m/infer", json={}, timeout=10)
+    first.join()
+    assert results[0].status_code == 200
+    assert second.status_code == 503 and second.headers["retry-after"] == "1"
+    assert "in flight" in second.json()["error"]
+    metrics = httpx.get(f"{sidecar}/metrics").text
+    assert 'pruneops_requests_rejected_total{reason="overloaded"} 1.0' in metrics
+
+
+def test_slow_upstream_gives_504(slow_upstream: str) -> None:
+    sidecar = start_sidecar(slow_upstream, timeout=0.2)
+    reply = httpx.post(f"{sidecar}/v2/models/m/infer", json={}, timeout=10)
+    assert reply.status_code == 504 and "did not answer within 0.2s" in reply.json()["error"]
+
+
+def test_unreachable_upstream_gives_502() -> None:
+    sidecar = start_sidecar(f"http://127.0.0.1:{free_port()}")
+    reply = httpx.post(f"{sidecar}/v2/models/m/infer", json={}, timeout=10)
+    assert reply.status_code == 502 and "unreachable" in reply.json()["error"]
+
+
+def test_oversized_body_gives_413(slow_upstream: str) -> None:
+    sidecar = start_sidecar(slow_upstream, max_body=1000)
+    reply = httpx.post(f"{sidecar}/v2/models/m/infer", content=b"0" * 5000, timeout=10)
+    assert reply.status_code == 413
+
+
+@pytest.mark.unit
+def test_window_is_bounded() -> None:
+    window = SampleWindow(max_rows=100)
+    for _ in range(30):
+        window.add(np.ones((8, 1, 8, 8), np.float32), np.zeros((8, 10), np.float32))
+    inputs, outputs = window.snapshot()
+    assert inputs.shape == (100, 64) and outputs.shape == (100, 10)
