@@ -17,7 +17,7 @@ worker thread, one at a time. What was started and which deliveries were seen pe
 Signatures are checked by :mod:`pruneops.webhooks`, shared with the model server.
 """
 
-__all__ = ["Launcher", "TriggerConfig", "TriggerState", "create_app", "decide", "poll_once", "sign"]
+__all__ = ["SECRET_ENV", "Launcher", "TriggerConfig", "TriggerState", "create_app", "decide", "poll_once", "sign"]
 
 import json
 import logging
@@ -32,10 +32,9 @@ from typing import Any
 from pruneops import settings
 from pruneops.errors import PruneopsError
 from pruneops.recipe import Recipe, load_recipe
-from pruneops.webhooks import DELIVERY, check, sign
+from pruneops.webhooks import DELIVERY, SECRET_ENV, check, sign
 
 log = logging.getLogger("pruneops.trigger")
-SECRET_ENV = "PRUNEOPS_WEBHOOK_SECRET"
 RunFn = Callable[[str, str, Recipe, str], Any]
 
 

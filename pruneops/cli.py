@@ -182,9 +182,9 @@ def webhook_cmd(
     """Register an MLflow webhook that calls the trigger; the secret comes from $PRUNEOPS_WEBHOOK_SECRET."""
     import os
 
-    from pipelines.trigger import SECRET_ENV
     from pruneops.errors import PruneopsError
     from pruneops.registry import Registry
+    from pruneops.webhooks import SECRET_ENV
 
     secret = os.environ.get(SECRET_ENV)
     if not secret:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping
 
 SIGNATURE, TIMESTAMP, DELIVERY = "X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id"
+#: The environment variable holding the shared webhook secret (trigger and model server).
+SECRET_ENV = "PRUNEOPS_WEBHOOK_SECRET"
 
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:

@@ -44,7 +44,6 @@ from serving.loader import ServedVersion, load_version
 
 log = logging.getLogger("pruneops.serving")
 MAX_BODY_BYTES = 8 * 1024 * 1024
-SECRET_ENV = "PRUNEOPS_WEBHOOK_SECRET"
 
 
 def _kserve_model_base() -> type:
@@ -214,7 +213,7 @@ def customise_app(model: RegistryModel, max_body: int = MAX_BODY_BYTES, secret: 
     """Add pruneops's error handling, body limit and alias webhook to KServe's FastAPI app."""
     from kserve.model_server import app
 
-    from pruneops.webhooks import check
+    from pruneops.webhooks import SECRET_ENV, check
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
