@@ -222,3 +222,33 @@ def test_alias_webhook(stack: Stack) -> None:
     forged = httpx.post(f"{stack.server}/webhooks/mlflow", content=body,
                         headers={**headers, "X-MLflow-Signature": "v1,AAAA"}, timeout=10)  # fmt: skip
     assert forged.status_code == 401 and forged.json()["error"] == "signature does not match"
+
+
+def test_canary_routes_the_configured_share(stack: Stack, registry: Registry) -> None:
+    import asyncio
+
+    from kserve import InferInput, InferRequest
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.metrics import ServerMetrics
+    from serving.server import RegistryModel
+
+    registry.set_alias("digits", "challenger", stack.versions["small"], "canary test")
+    try:
+        served: dict[float, Counter] = {}
+        for share in (1.0, 0.0):
+            model = RegistryModel("digits", registry, ServerMetrics(CollectorRegistry()), canary=share)
+            assert model.load()
+            # With no canary share (and no shadow) the challenger is not even loaded.
+            assert (model.challenger is not None) == (share > 0)
+            versions: Counter = Counter()
+            for _ in range(20):
+                tensor = InferInput("x", list(DIGITS.shape), "FP32", data=DIGITS.ravel().tolist())
+                headers: dict[str, str] = {}
+                asyncio.run(model.predict(InferRequest("digits", [tensor]), {}, headers))
+                versions[headers["x-pruneops-version"]] += 1
+            served[share] = versions
+        assert served[1.0] == Counter({stack.versions["small"]: 20})
+        assert served[0.0] == Counter({stack.versions["baseline"]: 20})
+    finally:
+        registry.remove_alias("digits", "challenger", "canary test done")
