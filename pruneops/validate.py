@@ -33,9 +33,9 @@ from pruneops.bench import (
 )
 from pruneops.errors import RuntimeUnavailable
 from pruneops.gates import Measured, RuntimeMeasure
+from pruneops.pruning.masks import satisfies_nm
 from pruneops.recipe import ValidateSpec
 from pruneops.runtimes import device_name, get_runtime
-from pruneops.runtimes.torch_sparse import sparse_plan
 from pruneops.tasks import Task
 
 
@@ -152,7 +152,7 @@ def validate(
         candidate_metrics=task.evaluate(candidate),
         sizes={"dense_bytes": dense_bytes(dense), "candidate_bytes": dense_bytes(candidate)},
     )
-    if any(p.convert or "2:4" not in p.reason for p in sparse_plan(candidate)):
+    if any(isinstance(m, nn.Linear) and satisfies_nm(m.weight, 2, 4) for m in candidate.modules()):
         report.sizes["candidate_2to4_fp16_bytes"] = compressed_2to4_bytes(candidate)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(workdir) if workdir is not None else Path(scratch)
