@@ -40,10 +40,10 @@ from fastapi.responses import JSONResponse
 from monitoring.metrics import ServerMetrics
 from pruneops.errors import PruneopsError
 from pruneops.registry import CHALLENGER, CHAMPION, Registry
+from serving.limits import MAX_BODY_BYTES, drained_if_oversized
 from serving.loader import ServedVersion, load_version
 
 log = logging.getLogger("pruneops.serving")
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 def _kserve_model_base() -> type:
@@ -231,12 +231,7 @@ def customise_app(model: RegistryModel, max_body: int = MAX_BODY_BYTES, secret: 
         names = {k for k, _ in request.scope["headers"]}
         if b"content-type" not in names and b"inference-header-content-length" not in names:
             request.scope["headers"].append((b"content-type", b"application/json"))
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            # Drain the upload chunk by chunk (never held in memory) so the client reads the
-            # 413 instead of a connection reset.
-            async for _ in request.stream():
-                pass
+        if await drained_if_oversized(request, max_body):
             return JSONResponse({"error": f"request body over {max_body} bytes"}, status_code=413)
         return await call_next(request)
 

@@ -31,6 +31,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitoring.metrics import RequestMetrics
+from serving.limits import MAX_BODY_BYTES, drained_if_oversized
 
 INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/infer$")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
@@ -71,7 +72,7 @@ def create_sidecar(
     registry: CollectorRegistry | None = None,
     window: SampleWindow | None = None,
     max_in_flight: int = 64,
-    max_body: int = 8 * 1024 * 1024,
+    max_body: int = MAX_BODY_BYTES,
     timeout: float = 10.0,
     sample_every: int = 10,
 ) -> Any:
@@ -104,10 +105,7 @@ def create_sidecar(
 
     async def proxy(request: Request) -> Response:
         nonlocal in_flight, counter
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            async for _ in request.stream():  # drain, so the client reads the answer
-                pass
+        if await drained_if_oversized(request, max_body):
             return refuse(413, "too_large", f"request body over {max_body} bytes")
         if in_flight >= max_in_flight:
             return refuse(503, "overloaded", f"more than {max_in_flight} requests in flight; retry", retry=True)
