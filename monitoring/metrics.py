@@ -17,6 +17,8 @@ with the version the server says it served, or ``unknown``. Each group takes a
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 # Latency buckets from 0.5 ms to 10 s: pruned CPU models answer in well under a millisecond.
@@ -88,3 +90,96 @@ class ServerMetrics:
             ["model", "version"],
             registry=registry,
         )
+
+
+class DriftMetrics:
+    """What the drift worker exports about the sampled window against the reference sample."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        labels = ["model", "version"]
+        self.share = Gauge(
+            "pruneops_drift_share", "Share of drift features Evidently found drifted.", labels, registry=registry
+        )
+        self.drifted = Gauge(
+            "pruneops_drifted_features", "Number of drift features found drifted.", labels, registry=registry
+        )
+        self.feature_score = Gauge(
+            "pruneops_feature_drift_score",
+            "Evidently's drift score per feature (its p-value or distance; bounded set of features).",
+            [*labels, "feature"],
+            registry=registry,
+        )
+        self.prediction_score = Gauge(
+            "pruneops_prediction_drift_score",
+            "Drift score of the predicted class against the reference's predictions.",
+            labels,
+            registry=registry,
+        )
+        self.window_rows = Gauge(
+            "pruneops_drift_window_rows", "Rows in the window the last drift used.", labels, registry=registry
+        )
+        self.seconds = Histogram(
+            "pruneops_drift_computation_seconds",
+            "Time to compute drift over the window.",
+            ["model"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.errors = Counter(
+            "pruneops_drift_errors_total", "Drift computations that failed (logged).", ["model"], registry=registry
+        )
+
+    def forget(self, model: str, version: str) -> None:
+        """Drop one version's drift series (after the server swapped to another)."""
+        for gauge in (self.share, self.drifted, self.prediction_score, self.window_rows):
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, version)
+        for labels in [s.labels for m in self.feature_score.collect() for s in m.samples]:
+            if labels.get("model") == model and labels.get("version") == version:
+                with contextlib.suppress(KeyError):
+                    self.feature_score.remove(model, version, labels["feature"])
+
+
+class ControllerMetrics:
+    """What the rollout controller decides, and the registry state the dashboards show."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.promotions = Counter(
+            "pruneops_promotions_total", "Challengers promoted by analysis.", ["model", "reason"], registry=registry
+        )
+        self.rollbacks = Counter(
+            "pruneops_rollbacks_total", "Rollbacks to the previous version, by alert name.", ["model", "reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.rejections = Counter(
+            "pruneops_rejections_total", "Challengers rejected by analysis.", ["model"], registry=registry
+        )
+        self.analyses = Counter(
+            "pruneops_analysis_runs_total", "Analysis runs by result.", ["model", "result"], registry=registry
+        )
+        self.errors = Counter(
+            "pruneops_controller_errors_total",
+            "Inputs the controller could not act on (unreachable Prometheus, bad or unauthorised webhooks).",
+            ["reason"],
+            registry=registry,
+        )
+        self.ignored_alerts = Counter(
+            "pruneops_ignored_alerts_total", "Alerts that needed no action.", ["model", "reason"], registry=registry
+        )
+        self.alias_info = Gauge(
+            "pruneops_alias_info", "1 for the version each registry alias points at.", ["model", "alias", "version"],
+            registry=registry,
+        )  # fmt: skip
+        self._figures = {
+            figure: Gauge(
+                f"pruneops_version_{figure}",
+                f"The registered version's {figure.replace('_', ' ')} (registry tag pruneops.{figure}).",
+                ["model", "version"],
+                registry=registry,
+            )
+            for figure in ("sparsity", "accuracy", "accuracy_drop", "speedup")
+        }
+
+    def version_figure(self, figure: str) -> Gauge:
+        """The gauge of one per-version registry figure, e.g. ``sparsity``."""
+        return self._figures[figure]

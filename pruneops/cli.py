@@ -220,11 +220,48 @@ def sidecar_cmd(
     max_in_flight: Annotated[int, typer.Option(help="Concurrent requests before answering 503.")] = 64,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the model server.")] = 10.0,
     sample_every: Annotated[int, typer.Option(help="Sample every Nth inference into the drift window.")] = 10,
+    drift_interval: Annotated[
+        float, typer.Option(help="Seconds between drift computations against the registry's reference; 0 = off.")
+    ] = 30.0,
+    drift_rows: Annotated[int, typer.Option(help="Also compute drift after this many new sampled rows.")] = 1000,
 ) -> None:
-    """Reverse proxy in front of a V2 model server: latency/error metrics, sampling, /metrics."""
-    from serving.sidecar import run
+    """Reverse proxy in front of a V2 model server: latency/error metrics, sampling, drift, /metrics."""
+    from serving.sidecar import create_sidecar, run, served_champion
 
-    run(upstream, port, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every)
+    app = create_sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every)
+    if drift_interval > 0:
+        from monitoring.drift import DriftWorker
+
+        state = app.state
+        DriftWorker(state.window, lambda: served_champion(state.last_served), state.registry,
+                    interval=drift_interval, every_rows=drift_rows).start()  # fmt: skip
+    run(upstream, port, app=app)
+
+
+@app.command("controller")
+@_one_line_errors
+def controller_cmd(
+    model: Annotated[list[str], typer.Option("--model", help="Registered model to watch (repeatable).")],
+    prometheus: Annotated[str, typer.Option(help="Prometheus URL the analysis queries.")] = "http://127.0.0.1:9090",
+    port: Annotated[int, typer.Option(help="Port for /alerts (Alertmanager webhook) and /metrics.")] = 8090,
+    interval: Annotated[float, typer.Option(help="Seconds between analysis runs.")] = 10.0,
+) -> None:
+    """Rollout controller: promote on live analysis, roll back on alerts (token: PRUNEOPS_CONTROLLER_TOKEN)."""
+    import logging
+    import os
+
+    import uvicorn
+
+    from monitoring.controller import TOKEN_ENV, Controller, create_app
+    from monitoring.prom import PromQuery
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    controller = Controller(model, PromQuery(prometheus), interval=interval)
+    app = create_app(controller, os.environ.get(TOKEN_ENV, ""))
+    for name in model:
+        controller.analyse_once(name)  # export the registry state before the first scrape
+    controller.run()
+    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning")
 
 
 @app.command("compile")

@@ -44,6 +44,7 @@ def register_baseline(
 
     assert isinstance(model, nn.Module)
     metrics = task.evaluate(model)
+    reference, columns = task.reference_table(model)
     with tempfile.TemporaryDirectory() as tmp:
         save_model(model, tmp, task.arch)
         info = registry.register(
@@ -59,8 +60,8 @@ def register_baseline(
                 "gate": "passed",
             },
             metrics=metrics,
-            reference=task.reference_sample(),
-            feature_names=task.feature_names,
+            reference=reference,
+            feature_names=columns,
             report={"task": task_path, "metrics": metrics, "kind": "baseline"},
         )
     registry.set_alias(name, CHAMPION, info.version, why)

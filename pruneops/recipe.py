@@ -206,6 +206,26 @@ class GatesSpec(_Strict):
         return value
 
 
+class RolloutSpec(_Strict):
+    """What the rollout controller's analysis of a serving challenger must see before promotion.
+
+    Ratios compare the challenger with the champion over the same ``window`` of live
+    traffic, read from Prometheus. ``successes`` passing analyses in a row promote; more than
+    ``failure_limit`` failing ones reject the challenger. An analysis with fewer than
+    ``min_samples`` challenger requests, or with any series missing, is inconclusive and
+    counts as neither.
+    """
+
+    max_latency_ratio: float = Field(default=1.2, gt=0, description="challenger p99 / champion p99")
+    max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="challenger 5xx share of requests")
+    max_drift_share: float = Field(default=0.5, ge=0, le=1)
+    min_shadow_agreement: float = Field(default=0.95, ge=0, le=1, description="used when the server shadows")
+    min_samples: int = Field(default=100, ge=1)
+    successes: int = Field(default=3, ge=1)
+    failure_limit: int = Field(default=2, ge=0)
+    window: str = Field(default="1m", pattern=r"^[0-9]+[smh]$", description="PromQL range, e.g. 1m")
+
+
 class Recipe(_Strict):
     """The whole recipe; only ``prune`` is required."""
 
@@ -213,6 +233,7 @@ class Recipe(_Strict):
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     validate_: ValidateSpec = Field(default_factory=ValidateSpec, alias="validate")
     gates: GatesSpec = Field(default_factory=GatesSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -186,6 +186,7 @@ def register(
     evidence = json.loads((Path(evidence_dir) / EVIDENCE_FILE).read_text())
     task = load_task(task_path)
     tags = lineage_tags(evidence, recipe, parent_version, task_path)
+    reference, columns = task.reference_table(load_model(candidate_dir))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         shutil.copytree(candidate_dir, folder)
@@ -201,8 +202,8 @@ def register(
             folder,
             tags=tags,
             metrics=_flat_metrics(evidence),
-            reference=task.reference_sample(),
-            feature_names=task.feature_names,
+            reference=reference,
+            feature_names=columns,
             report=evidence,
             extra_artifacts=extra,
         )
@@ -241,6 +242,8 @@ def lineage_tags(evidence: dict[str, Any], recipe: Recipe, parent_version: str, 
         "sparse_kernels": f"{len(sparse_layers)} layers" if sparse_layers else "none",
         "gate": "passed" if gate["passed"] else "failed",
         "gate_reasons": "; ".join(gate["reasons"])[:4900] or None,
+        # The rollout controller analyses this version in serving against these thresholds.
+        "rollout": recipe.rollout.model_dump_json(),
     }
 
 

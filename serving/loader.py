@@ -13,6 +13,7 @@ corrupt version never serves.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +59,11 @@ def load_version(registry: Registry, name: str, ref: str, alias: str, warmup: in
         folder = registry.download(name, info.version, tmp)
         onnx_path = folder / "model.onnx"
         if not onnx_path.is_file():
-            onnx_path = _export(folder, info.tag("task"), Path(tmp) / "exported.onnx")
+            onnx_path = export_for_serving(folder, info.tag("task"), Path(tmp) / "exported.onnx")
         try:
-            session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(onnx_path), sess_options=_session_options(), providers=["CPUExecutionProvider"]
+            )
         except Exception as err:  # noqa: BLE001 - ORT raises its own types for corrupt files
             raise ModelFormatError(f"{name} v{info.version}: model.onnx does not load: {err}") from None
     model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
@@ -76,7 +79,23 @@ def load_version(registry: Registry, name: str, ref: str, alias: str, warmup: in
     return served
 
 
-def _export(folder: Path, task_path: str | None, target: Path) -> Path:
+def _session_options() -> Any:
+    """ORT options for a server: intra-op threads sleep between requests instead of spinning.
+
+    ORT's default keeps its pool spinning after each run for the next one, which on 2 cores
+    burned a whole core at 50 requests/s and starved the server's own event loop and the
+    sidecar. ``PRUNEOPS_ORT_THREADS`` sets the intra-op thread count (default: ORT's).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = int(os.environ.get("PRUNEOPS_ORT_THREADS", "0"))
+    return options
+
+
+def export_for_serving(folder: Path, task_path: str | None, target: Path) -> Path:
+    """Export a registered model folder that has no ``model.onnx`` (its task gives the example input)."""
     from pruneops.export import export_onnx
     from pruneops.modelio import load_model
     from pruneops.tasks import load_task

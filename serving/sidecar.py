@@ -12,6 +12,10 @@ copied into a bounded window, which the drift worker reads (monitoring).
 Protection: a body over ``max_body`` gets 413; past ``max_in_flight`` concurrent requests
 it answers 503 with ``Retry-After`` instead of queueing; a server slower than ``timeout``
 gets 504; an unreachable one gets 502. All of these answer ``{"error": ...}``.
+
+The upstream client is aiohttp's, not httpx's: on 2 cores httpx cost about 3 ms of CPU per
+forwarded request and saturated the sidecar at 200 requests/s, aiohttp about 1 ms
+(``benchmarks/serving_overhead.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from monitoring.metrics import RequestMetrics
 from serving.limits import MAX_BODY_BYTES, drained_if_oversized
 
 INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/infer$")
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
+# Bodies pass through as bytes (no decompression), so content-encoding travels with them.
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
 @dataclass
@@ -42,6 +47,7 @@ class SampleWindow:
     """The most recent sampled input and output rows, bounded to ``max_rows`` each."""
 
     max_rows: int = 5000
+    added: int = field(default=0, init=False)  # rows ever added, so a reader can tell what is new
     inputs: deque[np.ndarray] = field(init=False)
     outputs: deque[np.ndarray] = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -52,6 +58,7 @@ class SampleWindow:
     def add(self, inputs: np.ndarray, outputs: np.ndarray | None) -> int:
         """Append one row per batch item (flattened); returns the rows added."""
         with self.lock:
+            self.added += len(inputs)
             for row in inputs.reshape(len(inputs), -1):
                 self.inputs.append(row.astype(np.float32, copy=False))
             if outputs is not None:
@@ -77,7 +84,7 @@ def create_sidecar(
     sample_every: int = 10,
 ) -> Any:
     """The sidecar as an ASGI app (Starlette) forwarding to ``upstream`` (``http://host:port``)."""
-    import httpx
+    import aiohttp
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -86,11 +93,9 @@ def create_sidecar(
     registry = registry if registry is not None else CollectorRegistry()
     metrics = RequestMetrics(registry)
     window = window if window is not None else SampleWindow()
-    client = httpx.AsyncClient(
-        base_url=upstream.rstrip("/"),
-        timeout=timeout,
-        limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
-    )
+    upstream = upstream.rstrip("/")
+    # Created in the lifespan: an aiohttp session belongs to the event loop that serves.
+    sessions: list[aiohttp.ClientSession] = []
     in_flight = 0
     counter = 0
     # model -> (version, alias) it last served; only names the server confirmed, so bounded.
@@ -118,28 +123,31 @@ def create_sidecar(
             headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
             if "content-type" not in headers and "inference-header-content-length" not in headers and body:
                 headers["content-type"] = "application/json"  # V2's default encoding
+            url = upstream + request.url.path
             try:
-                reply = await client.request(
-                    request.method, request.url.path, params=request.query_params, content=body, headers=headers
-                )
-            except httpx.TimeoutException:
+                async with sessions[0].request(
+                    request.method, url, params=list(request.query_params.multi_items()), data=body, headers=headers
+                ) as reply:
+                    content = await reply.read()
+                    status, reply_headers = reply.status, reply.headers
+            except TimeoutError:
                 return refuse(504, "upstream_timeout", f"model server did not answer within {timeout:g}s")
-            except httpx.TransportError as err:
+            except aiohttp.ClientError as err:
                 return refuse(502, "upstream_unreachable", f"model server unreachable: {type(err).__name__}")
             elapsed = time.perf_counter() - started
             match = INFER_PATH.match(request.url.path)
-            labels = _labels(match["model"] if match else None, reply.headers, last_served)
+            labels = _labels(match["model"] if match else None, reply_headers, last_served)
             if match:
                 metrics.duration.labels(**labels).observe(elapsed)
-                metrics.requests.labels(**labels, code=str(reply.status_code)).inc()
+                metrics.requests.labels(**labels, code=str(status)).inc()
                 counter += 1
-                if reply.status_code == 200 and counter % sample_every == 0:
+                if status == 200 and counter % sample_every == 0:
                     await asyncio.get_running_loop().run_in_executor(
-                        None, _sample, window, metrics, labels["model"], body, reply.content
+                        None, _sample, window, metrics, labels["model"], body, content
                     )
-            metrics.response_bytes.observe(len(reply.content))
-            out_headers = {k: v for k, v in reply.headers.items() if k.lower() not in HOP_HEADERS}
-            return Response(reply.content, status_code=reply.status_code, headers=out_headers)
+            metrics.response_bytes.observe(len(content))
+            out_headers = {k: v for k, v in reply_headers.items() if k.lower() not in HOP_HEADERS}
+            return Response(content, status_code=status, headers=out_headers)
         finally:
             in_flight -= 1
             metrics.in_flight.dec()
@@ -151,12 +159,34 @@ def create_sidecar(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=max_in_flight)
+        sessions.append(
+            aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                auto_decompress=False,
+                # Forward the client's headers, not aiohttp's defaults (no unasked-for gzip).
+                skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            )
+        )
         yield
-        await client.aclose()
+        await sessions.pop().close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.window, app.state.registry = window, registry
+    app.state.window, app.state.registry, app.state.last_served = window, registry, last_served
     return app
+
+
+def served_champion(last_served: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """The (model, version) the server last answered as champion, else any it answered; None before traffic.
+
+    >>> served_champion({"digits": ("3", "champion")})
+    ('digits', '3')
+    """
+    for model, (version, alias) in list(last_served.items()):
+        if alias == "champion":
+            return model, version
+    return next(((m, v) for m, (v, _a) in list(last_served.items())), None)
 
 
 def _labels(model: str | None, headers: Any, last_served: dict[str, tuple[str, str]]) -> dict[str, str]:
@@ -190,8 +220,9 @@ def _sample(window: SampleWindow, metrics: RequestMetrics, model: str, body: byt
     metrics.sampled_rows.labels(model=model).inc(window.add(inputs, outputs))
 
 
-def run(upstream: str, port: int, **options: Any) -> None:
-    """Serve the sidecar with uvicorn (``pruneops sidecar``)."""
+def run(upstream: str, port: int, app: Any = None, **options: Any) -> None:
+    """Serve the sidecar (or an ``app`` made by :func:`create_sidecar`) with uvicorn (``pruneops sidecar``)."""
     import uvicorn
 
-    uvicorn.run(create_sidecar(upstream, **options), host="0.0.0.0", port=port, log_level="warning")
+    app = app if app is not None else create_sidecar(upstream, **options)
+    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning")

@@ -72,6 +72,18 @@ class Task(ABC):
     def reference_sample(self) -> np.ndarray:
         """Feature rows of training data that drift is measured against."""
 
+    def reference_predictions(self, model: nn.Module) -> np.ndarray | None:
+        """``model``'s predicted class for each reference row (prediction drift); None if not a classifier."""
+        return None
+
+    def reference_table(self, model: nn.Module) -> tuple[np.ndarray, list[str]]:
+        """The reference sample registered with a version: features, plus ``prediction`` when there is one."""
+        features, names = self.reference_sample(), list(self.feature_names)
+        predictions = self.reference_predictions(model)
+        if predictions is None:
+            return features, names
+        return np.column_stack([features, predictions.astype(features.dtype)]), [*names, "prediction"]
+
     @abstractmethod
     def train_baseline(self, seed: int = 0) -> nn.Module:
         """Train the dense baseline from scratch (for demos and tests)."""

@@ -1,0 +1,229 @@
+"""Data and prediction drift of served traffic, computed by Evidently off the request path.
+
+The sidecar copies decoded input rows (and output rows) of sampled requests into a bounded
+``SampleWindow``. :class:`DriftWorker` wakes every ``interval`` seconds, or as soon as
+``every_rows`` new rows arrived, and compares the window with the reference sample
+registered with the version being served (``reference/reference.parquet``):
+
+- Inputs become drift features through the version's task (``Task.features``: for the
+  digits images, the 64 pixel intensities as is; a task with large tensors summarises them,
+  e.g. per-channel statistics). Without a task, rows whose width equals the reference's are
+  used as they are.
+- Evidently tests each feature (its defaults: Kolmogorov-Smirnov for up to 1,000 reference
+  rows, normed Wasserstein distance above) and the share of drifted ones is the drift share.
+- Prediction drift: the predicted class (argmax of the outputs) against the reference's
+  ``prediction`` column (the version's own predictions on the reference rows), as a
+  categorical column.
+
+Exported (labels ``model`` and ``version``, the reference's version): ``pruneops_drift_share``,
+``pruneops_drifted_features``, ``pruneops_feature_drift_score{feature}`` for at most
+``max_feature_series`` features in column order (bounded label values),
+``pruneops_prediction_drift_score``, and ``pruneops_drift_computation_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prometheus_client import CollectorRegistry
+
+from monitoring.metrics import DriftMetrics
+
+log = logging.getLogger("pruneops.drift")
+
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """One drift computation: the share and count of drifted features and their scores."""
+
+    share: float
+    drifted: int
+    features: int
+    scores: dict[str, float]
+    prediction_score: float | None
+    rows: int
+    seconds: float
+
+
+def compute_drift(reference: pd.DataFrame, current: pd.DataFrame) -> DriftResult:
+    """Evidently's per-column drift tests over the features, plus the prediction column if both have it.
+
+    Evidently's ``DataDriftTable`` (the column half of its ``DataDriftPreset``) picks a test per
+    column (Kolmogorov-Smirnov p-value for numeric columns with up to 1,000 reference rows,
+    normed Wasserstein distance above, chi-square for the categorical ``prediction``). The
+    drift share counts features only. Why not the 0.7 ``DataDriftPreset``: it runs one report
+    metric per column and took 7.3 s for 5,000 x 64 on 2 cores; the legacy preset computes the
+    same tests twice (1.5 s); ``DataDriftTable`` alone gives the same figures in 0.75 s.
+
+    >>> rng = np.random.default_rng(0)
+    >>> ref = pd.DataFrame(rng.normal(size=(400, 3)), columns=["a", "b", "c"])
+    >>> cur = ref.assign(a=ref["a"] + 3.0)
+    >>> result = compute_drift(ref, cur)
+    >>> result.drifted, result.features, result.share
+    (1, 3, 0.3333333333333333)
+    """
+    from evidently.legacy.metrics import DataDriftTable
+    from evidently.legacy.pipeline.column_mapping import ColumnMapping
+    from evidently.legacy.report import Report
+
+    started = time.perf_counter()
+    features = [c for c in reference.columns if c != PREDICTION and c in current.columns]
+    if not features:
+        raise ValueError("the reference and the current window share no feature columns")
+    with_prediction = PREDICTION in reference.columns and PREDICTION in current.columns
+    columns = [*features, PREDICTION] if with_prediction else features
+    mapping = ColumnMapping(
+        target=None,
+        prediction=None,
+        numerical_features=features,
+        categorical_features=[PREDICTION] if with_prediction else [],
+    )
+    report = Report(metrics=[DataDriftTable(columns=columns)])
+    report.run(reference_data=reference[columns], current_data=current[columns], column_mapping=mapping)
+    by_column = report.as_dict()["metrics"][0]["result"]["drift_by_columns"]
+    drifted = sum(bool(by_column[c]["drift_detected"]) for c in features)
+    return DriftResult(
+        share=drifted / len(features),
+        drifted=drifted,
+        features=len(features),
+        scores={c: float(by_column[c]["drift_score"]) for c in features},
+        prediction_score=float(by_column[PREDICTION]["drift_score"]) if with_prediction else None,
+        rows=len(current),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def current_frame(
+    inputs: np.ndarray,
+    outputs: np.ndarray,
+    reference: pd.DataFrame,
+    features_of: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """The window as a frame with the reference's columns: features, and ``prediction`` if outputs align.
+
+    >>> ref = pd.DataFrame({"a": [0.0], "b": [1.0], "prediction": [1.0]})
+    >>> current_frame(np.array([[0.5, 0.5]]), np.array([[0.1, 0.9]]), ref).to_dict("records")
+    [{'a': 0.5, 'b': 0.5, 'prediction': 1.0}]
+    """
+    names = [c for c in reference.columns if c != PREDICTION]
+    rows = features_of(inputs) if features_of is not None else inputs
+    if rows.ndim != 2 or rows.shape[1] != len(names):
+        raise ValueError(
+            f"sampled inputs give {rows.shape[-1]} features but the reference has {len(names)}; "
+            "register the version with its task so its feature summary is known"
+        )
+    frame = pd.DataFrame(rows.astype(np.float64), columns=names)
+    if PREDICTION in reference.columns and len(outputs) == len(inputs) and outputs.ndim == 2:
+        frame[PREDICTION] = outputs.argmax(axis=1).astype(np.float64)
+    return frame
+
+
+@dataclass
+class Reference:
+    """What the worker compares against: one version's reference frame and its feature summary."""
+
+    model: str
+    version: str
+    frame: pd.DataFrame
+    features_of: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def registry_reference(model: str, version: str) -> Reference:
+    """Load a version's reference sample and its task's feature summary from the registry."""
+    from pruneops.registry import Registry
+    from pruneops.tasks import load_task
+
+    registry = Registry()
+    frame = registry.load_reference(model, version)
+    task_path = registry.version(model, version).tag("task")
+    features_of = None
+    if task_path:
+        task = load_task(task_path)
+        shape = tuple(task.example_input().shape[1:])
+        features_of = lambda rows: task.features(rows.reshape(len(rows), *shape))  # noqa: E731
+    return Reference(model, version, frame, features_of)
+
+
+@dataclass
+class DriftWorker:
+    """A background thread that recomputes drift of ``window`` and exports it.
+
+    ``target`` returns the (model, version) being served, or None before any traffic;
+    ``load_reference`` turns it into a :class:`Reference` (cached per version).
+    """
+
+    window: Any  # serving.sidecar.SampleWindow: monitoring does not import serving
+    target: Callable[[], tuple[str, str] | None]
+    registry: CollectorRegistry
+    load_reference: Callable[[str, str], Reference] = registry_reference
+    interval: float = 30.0
+    every_rows: int = 1000
+    min_rows: int = 200
+    max_feature_series: int = 64
+    last: DriftResult | None = field(default=None, init=False)
+    last_target: tuple[str, str] | None = field(default=None, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _reference: Reference | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = DriftMetrics(self.registry)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, name="drift-worker", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        seen, last_run = 0, time.monotonic()
+        while not self._stop.wait(0.5):
+            added = self.window.added - seen
+            if added <= 0 or (added < self.every_rows and time.monotonic() - last_run < self.interval):
+                continue
+            seen, last_run = self.window.added, time.monotonic()
+            self.run_once()
+
+    def run_once(self) -> DriftResult | None:
+        """Compute and export drift now; a failure is logged and counted, never raised."""
+        target = self.target()
+        inputs, outputs = self.window.snapshot()
+        if target is None or len(inputs) < self.min_rows:
+            return None
+        model, version = target
+        try:
+            if self._reference is None or (self._reference.model, self._reference.version) != target:
+                self._reference = self.load_reference(model, version)
+            frame = current_frame(inputs, outputs, self._reference.frame, self._reference.features_of)
+            result = compute_drift(self._reference.frame, frame)
+        except Exception as err:  # noqa: BLE001 - the worker must outlive any one bad window
+            log.warning("drift for %s v%s failed: %s: %s", model, version, type(err).__name__, err)
+            self.metrics.errors.labels(model=model).inc()
+            return None
+        self._export(model, version, result)
+        self.last = result
+        return result
+
+    def _export(self, model: str, version: str, result: DriftResult) -> None:
+        labels = {"model": model, "version": version}
+        if self.last_target is not None and self.last_target != (model, version):
+            self.metrics.forget(*self.last_target)  # a swapped-out version's drift is not current
+        self.last_target = (model, version)
+        self.metrics.share.labels(**labels).set(result.share)
+        self.metrics.drifted.labels(**labels).set(result.drifted)
+        self.metrics.window_rows.labels(**labels).set(result.rows)
+        self.metrics.seconds.labels(model=model).observe(result.seconds)
+        for feature in list(result.scores)[: self.max_feature_series]:
+            self.metrics.feature_score.labels(**labels, feature=feature).set(result.scores[feature])
+        if result.prediction_score is not None:
+            self.metrics.prediction_score.labels(**labels).set(result.prediction_score)

@@ -1,0 +1,187 @@
+"""A rollback drill: put a latency regression into production on purpose and time the way back.
+
+The regression is a registered version whose ONNX graph answers exactly what its parent
+answers but does ``matmuls`` extra 512x512 matrix products per request, input-dependent so
+ONNX Runtime cannot fold them away: a stand-in for a bad export that passed offline checks.
+It is registered with ``source=drill`` and promoted like a human bypassing analysis would;
+the rules' ``PruneopsLatencyRegression`` alert then has to fire, Alertmanager has to call the
+controller, the controller has to roll back, and the server has to serve ``previous`` again.
+
+Used by ``pruneops demo`` (its monitoring stage) and by the closed-loop integration test.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from pruneops.registry import Registry
+
+DRILL_SOURCE = "drill"
+
+
+def slow_onnx(source: str | Path, target: str | Path, matmuls: int = 4, size: int = 512) -> Path:
+    """Copy an ONNX model, adding ``matmuls`` input-dependent ``size``-square products whose result is x0.
+
+    >>> # slow_onnx("model.onnx", "slow.onnx")  # same outputs, ~matmuls * size**3 more MACs
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    output = graph.output[0].name
+    rng = np.random.default_rng(0)
+    weight = (rng.normal(size=(size, size)) / np.sqrt(size)).astype(np.float32)
+    graph.initializer.extend(
+        [numpy_helper.from_array(weight, "drill_w"), numpy_helper.from_array(np.zeros((), np.float32), "drill_zero")]
+    )
+    for node in graph.node:  # the old output becomes an intermediate value
+        node.output[:] = ["drill_original" if name == output else name for name in node.output]
+    nodes = [
+        helper.make_node("ReduceMean", [graph.input[0].name], ["drill_scale"], keepdims=0),
+        helper.make_node("Mul", ["drill_w", "drill_scale"], ["drill_0"]),
+    ]
+    for index in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"drill_{index}", "drill_w"], [f"drill_{index + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"drill_{matmuls}"], ["drill_sum"], keepdims=0),
+        helper.make_node("Mul", ["drill_sum", "drill_zero"], ["drill_nothing"]),
+        helper.make_node("Add", ["drill_original", "drill_nothing"], [output]),
+    ]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return Path(target)
+
+
+def register_regression(registry: Registry, model: str, parent: str, matmuls: int = 4) -> str:
+    """Register ``parent`` again with a slowed-down ``model.onnx``; returns the new version."""
+    info = registry.version(model, parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = registry.download(model, parent, tmp)
+        onnx_path = folder / "model.onnx"
+        if not onnx_path.is_file():  # a baseline registered without ONNX: export it as the server would
+            from pruneops.export import export_onnx
+            from pruneops.modelio import load_model
+            from pruneops.tasks import load_task
+
+            export_onnx(load_model(folder), load_task(str(info.tag("task"))).example_input(2), onnx_path)
+        slow_onnx(onnx_path, onnx_path, matmuls)
+        tags = {k.removeprefix("pruneops."): v for k, v in info.tags.items() if k.startswith("pruneops.")}
+        tags = {k: v for k, v in tags.items() if not k.startswith("event.") and k not in ("promoted_at",)}
+        tags |= {"source": DRILL_SOURCE, "parent_version": parent, "gate": "passed", "runtime": "onnxruntime"}
+        reference = registry.load_reference(model, parent)
+        return registry.register(
+            model, folder, tags=tags, reference=reference.to_numpy(), feature_names=list(reference.columns)
+        ).version
+
+
+@dataclass
+class Traffic:
+    """A background client sending V2 infer requests at about ``rate`` per second to ``url``.
+
+    Each request carries one row of ``inputs`` in turn (real task data, so that drift
+    stays low until something changes).
+    """
+
+    url: str
+    model: str
+    inputs: np.ndarray
+    rate: float = 20.0
+    versions: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, version served)
+    failures: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Traffic:
+        threading.Thread(target=self._loop, name="drill-traffic", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        shape = [1, *self.inputs.shape[1:]]
+        bodies = [
+            {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": row.ravel().tolist()}]}
+            for row in self.inputs.astype(np.float32)
+        ]
+        with httpx.Client(timeout=10) as client:
+            sent = 0
+            while not self._stop.wait(1.0 / self.rate):
+                body, sent = bodies[sent % len(bodies)], sent + 1
+                try:
+                    reply = client.post(f"{self.url}/v2/models/{self.model}/infer", json=body)
+                except httpx.HTTPError:
+                    self.failures += 1
+                    continue
+                if reply.status_code != 200:
+                    self.failures += 1
+                    continue
+                self.versions.append((time.monotonic(), reply.headers.get("x-pruneops-version", "?")))
+
+    def first_served(self, version: str, after: float = 0.0) -> float | None:
+        """When ``version`` first answered a request after ``after`` (monotonic), or None."""
+        return next((t for t, v in list(self.versions) if v == version and t >= after), None)
+
+    def wait_for(self, version: str, after: float, timeout: float) -> float | None:
+        """Wait until ``version`` answers a request sent after ``after``; returns that time or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.first_served(version, after)
+            if found is not None:
+                return found
+            time.sleep(0.2)
+        return None
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """Timings of one drill, in seconds from the first request the regressed version answered."""
+
+    regressed: str
+    restored: str
+    rollback_why: str | None
+    breach_to_rollback_s: float | None
+    breach_to_served_s: float | None
+    failed_requests: int
+
+
+def run_drill(
+    registry: Registry, model: str, traffic: Traffic, timeout: float = 90.0, matmuls: int = 24
+) -> DrillResult:
+    """Promote a regressed copy of the champion and time the loop until the champion serves again.
+
+    >>> # run_drill(Registry(), "digits", Traffic(stack.url("sidecar"), "digits").start())
+    """
+    good = registry.aliases(model)["champion"]
+    bad = register_regression(registry, model, good, matmuls)
+    promoted_at = time.monotonic()
+    registry.promote(model, bad, why="drill: injected latency regression")
+    breach = traffic.wait_for(bad, promoted_at, timeout)
+    if breach is None:
+        raise TimeoutError(f"v{bad} never served within {timeout:g}s of its promotion")
+    restored = traffic.wait_for(good, breach, timeout)
+    events = [e for e in registry.history(model) if e.action == "rollback" and e.version == good]
+    rollback_at = _monotonic_of(events[-1].at) if events else None
+    return DrillResult(
+        regressed=bad,
+        restored=good,
+        rollback_why=events[-1].why if events else None,
+        breach_to_rollback_s=rollback_at - breach if rollback_at is not None else None,
+        breach_to_served_s=restored - breach if restored is not None else None,
+        failed_requests=traffic.failures,
+    )
+
+
+def _monotonic_of(iso: str) -> float:
+    """Map a registry event's wall-clock ISO time onto this process's monotonic clock."""
+    from datetime import datetime
+
+    return time.monotonic() - (time.time() - datetime.fromisoformat(iso).timestamp())

@@ -1,0 +1,188 @@
+"""The serving and monitoring stack as local processes on loopback: the one-machine closed loop.
+
+``LocalStack`` starts, each as a real process: the model server (``pruneops serve``), the
+sidecar in front of it, the rollout controller, Prometheus (scraping the sidecar, the
+server and the controller every ``scrape_interval``, with ``rules.yaml`` loaded) and
+Alertmanager (routing every alert to the controller's ``/alerts`` with a bearer token).
+The registry is whatever ``MLFLOW_TRACKING_URI``/``PRUNEOPS_HOME`` in ``env`` say.
+
+>>> prometheus_config({"sidecar": "127.0.0.1:8081"}, "rules.yaml", "127.0.0.1:9093", 5).splitlines()[0]
+'global:'
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from pruneops.errors import RuntimeUnavailable
+
+RULES = Path(__file__).parent / "prometheus" / "rules.yaml"
+PROMETHEUS, ALERTMANAGER = "prometheus", "prometheus-alertmanager"
+
+
+def find_binary(*names: str) -> str | None:
+    """The first of ``names`` on PATH (Debian calls Alertmanager ``prometheus-alertmanager``)."""
+    return next((found for name in names if (found := shutil.which(name))), None)
+
+
+def binaries() -> tuple[str, str]:
+    """Paths of Prometheus and Alertmanager, or a clear error saying how to install them."""
+    prometheus, alertmanager = find_binary(PROMETHEUS), find_binary(ALERTMANAGER, "alertmanager")
+    if prometheus is None or alertmanager is None:
+        raise RuntimeUnavailable(
+            "the closed loop needs the prometheus and alertmanager binaries: "
+            "apt-get install prometheus prometheus-alertmanager"
+        )
+    return prometheus, alertmanager
+
+
+def prometheus_config(targets: dict[str, str], rules: str, alertmanager: str, interval: float) -> str:
+    """prometheus.yml: one job per target (job name -> host:port), the rules, one Alertmanager."""
+    config = {
+        "global": {"scrape_interval": f"{interval:g}s", "evaluation_interval": f"{interval:g}s"},
+        "rule_files": [rules],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [address]}]} for job, address in targets.items()
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def alertmanager_config(controller_url: str, token_file: str) -> str:
+    """alertmanager.yml: every alert to the controller, quickly (group_wait 1s), with the bearer token."""
+    config = {
+        "route": {
+            "receiver": "pruneops-controller",
+            "group_by": ["alertname", "model", "version"],
+            "group_wait": "1s",
+            "group_interval": "5s",
+            "repeat_interval": "1m",
+        },
+        "receivers": [
+            {
+                "name": "pruneops-controller",
+                "webhook_configs": [
+                    {
+                        "url": f"{controller_url}/alerts",
+                        "send_resolved": True,
+                        "http_config": {"authorization": {"type": "Bearer", "credentials_file": token_file}},
+                    }
+                ],
+            }
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    """Wait for ``url`` to answer 200; fail with the process's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeUnavailable(f"{log.stem} exited ({process.returncode}): {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeUnavailable(f"{url} not ready after {timeout:g}s: {log.read_text()[-2000:]}")
+
+
+@dataclass
+class LocalStack:
+    """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager)."""
+
+    model: str
+    workdir: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    scrape_interval: float = 5.0
+    poll_interval: float = 1.0
+    analysis_interval: float = 5.0
+    canary: float = 0.0
+    drift_interval: float = 5.0
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self) -> LocalStack:
+        prometheus, alertmanager = binaries()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for name in ("server", "sidecar", "controller", "prometheus", "alertmanager", "alertmanager_cluster"):
+            self.ports.setdefault(name, free_port())
+        env = {**self.env, "PRUNEOPS_CONTROLLER_TOKEN": self.token, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        cli = [sys.executable, "-m", "pruneops.cli"]
+        try:
+            self._spawn("server", [*cli, "serve", "--model", self.model, "--port", str(self.ports["server"]),
+                                   "--poll-interval", str(self.poll_interval), "--canary", str(self.canary)],
+                        env, "/v2/health/ready")  # fmt: skip
+            self._spawn("sidecar", [*cli, "sidecar", "--upstream", self.url("server"), "--port",
+                                    str(self.ports["sidecar"]), "--sample-every", "1",
+                                    "--drift-interval", str(self.drift_interval), "--drift-rows", "200"],
+                        env, "/metrics")  # fmt: skip
+            self._spawn("controller", [*cli, "controller", "--model", self.model, "--port",
+                                       str(self.ports["controller"]), "--prometheus", self.url("prometheus"),
+                                       "--interval", str(self.analysis_interval)], env, "/healthz")  # fmt: skip
+            token_file = self.workdir / "controller.token"
+            token_file.write_text(self.token)
+            token_file.chmod(0o600)
+            (self.workdir / "alertmanager.yml").write_text(alertmanager_config(self.url("controller"), str(token_file)))
+            self._spawn("alertmanager", [alertmanager, f"--config.file={self.workdir / 'alertmanager.yml'}",
+                                         f"--storage.path={self.workdir / 'alertmanager-data'}",
+                                         f"--web.listen-address=127.0.0.1:{self.ports['alertmanager']}",
+                                         f"--cluster.listen-address=127.0.0.1:{self.ports['alertmanager_cluster']}"],
+                        env, "/-/ready")  # fmt: skip
+            targets = {job: f"127.0.0.1:{self.ports[job]}" for job in ("server", "sidecar", "controller")}
+            config = prometheus_config(targets, str(RULES), f"127.0.0.1:{self.ports['alertmanager']}",
+                                       self.scrape_interval)  # fmt: skip
+            (self.workdir / "prometheus.yml").write_text(config)
+            self._spawn("prometheus", [prometheus, f"--config.file={self.workdir / 'prometheus.yml'}",
+                                       f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
+                                       f"--web.listen-address=127.0.0.1:{self.ports['prometheus']}"],
+                        env, "/-/ready")  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str], ready_path: str) -> None:
+        log = self.workdir / f"{name}.log"
+        self.processes[name] = subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        wait_http(self.url(name) + ready_path, self.processes[name], timeout=120, log=log)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
