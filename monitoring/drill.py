@@ -15,12 +15,14 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from monitoring.localstack import LocalStack
 from pruneops.registry import Registry
 
 DRILL_SOURCE = "drill"
@@ -185,3 +187,54 @@ def _monotonic_of(iso: str) -> float:
     from datetime import datetime
 
     return time.monotonic() - (time.time() - datetime.fromisoformat(iso).timestamp())
+
+
+@dataclass(frozen=True)
+class LoopReport:
+    """What the closed loop did: the analysis promotion (if there was a challenger) and the drill."""
+
+    promoted: str | None
+    promotion_s: float | None
+    drill: DrillResult
+
+
+def closed_loop(
+    model: str,
+    workdir: Path,
+    inputs: np.ndarray,
+    env: dict[str, str] | None = None,
+    while_up: Callable[[LocalStack], None] | None = None,
+    timeout: float = 120.0,
+) -> LoopReport:
+    """Start the local stack, let analysis promote the challenger (if any), then run the drill.
+
+    ``while_up`` is called with the running stack after the drill (tests check dashboards there).
+
+    >>> # closed_loop("digits", Path("/tmp/loop"), task.example_input(300).numpy())
+    """
+    import os
+
+    registry = Registry()
+    challenger = registry.aliases(model).get("challenger")
+    with LocalStack(model, workdir, env=env or dict(os.environ), canary=0.5 if challenger else 0.0) as stack:
+        traffic = Traffic(stack.url("sidecar"), model, inputs).start()
+        try:
+            started = time.monotonic()
+            promoted_after = None
+            if challenger:
+                deadline = started + timeout
+                while registry.aliases(model).get("champion") != challenger and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                if registry.aliases(model).get("champion") != challenger:
+                    raise TimeoutError(f"analysis did not promote v{challenger} within {timeout:g}s")
+                promoted_after = time.monotonic() - started
+                traffic.wait_for(challenger, time.monotonic(), 30)
+            # The regression alert compares with the previous version's recent p99: let the
+            # champion serve long enough to have one.
+            time.sleep(15)
+            result = run_drill(registry, model, traffic, timeout)
+            if while_up is not None:
+                while_up(stack)
+        finally:
+            traffic.stop()
+    return LoopReport(challenger if promoted_after is not None else None, promoted_after, result)

@@ -85,9 +85,13 @@ def init_demo_cmd(
 
 @app.command("demo")
 @_one_line_errors
-def demo_cmd(name: Annotated[str, typer.Option(help="Model name.")] = "digits") -> None:
+def demo_cmd(
+    name: Annotated[str, typer.Option(help="Model name.")] = "digits",
+    monitoring: Annotated[bool, typer.Option(help="Run the closed-loop stage (needs prometheus).")] = True,
+) -> None:
     """From nothing: register the digits baseline as champion, run the pipeline with a CPU
-    recipe, and show the registered challenger with its accuracy drop and measured speedup."""
+    recipe, show the registered challenger with its accuracy drop and measured speedup; then
+    serve it, let live analysis promote it, inject a latency regression and watch the rollback."""
     import time
 
     from pipelines.runner import run_local
@@ -110,7 +114,38 @@ def demo_cmd(name: Annotated[str, typer.Option(help="Model name.")] = "digits") 
     )
     if info.tag("gate") == "failed":
         console.print(f"   reasons: {info.tag('gate_reasons')}")
+    if monitoring:
+        _demo_closed_loop(name)
     console.print(f"done in {time.perf_counter() - started:.0f}s")
+
+
+def _demo_closed_loop(name: str) -> None:
+    """The demo's stage 4: serve, analyse, promote, break on purpose, roll back (monitoring/drill.py)."""
+    from monitoring.drill import closed_loop
+    from monitoring.localstack import binaries
+    from pruneops.errors import RuntimeUnavailable
+    from pruneops.registry import Registry
+    from pruneops.settings import state_dir
+    from pruneops.tasks import load_task
+
+    try:
+        binaries()
+    except RuntimeUnavailable as err:
+        console.print(f"[bold]4.[/] closed loop skipped: {err}")
+        return
+    challenger = Registry().aliases(name).get("challenger")
+    console.print(f"[bold]4.[/] closed loop: server + sidecar + controller + Prometheus + Alertmanager"
+                  f"{f'; canary 50% to v{challenger}' if challenger else ''}")  # fmt: skip
+    task = load_task(Registry().version(name, "champion").tag("task") or "pruneops.tasks.digits:task")
+    with console.status("analysing the challenger live, then promoting an injected latency regression"):
+        report = closed_loop(name, state_dir() / "loop", task.example_input(300).numpy())
+    if report.promoted:
+        console.print(f"   analysis promoted v{report.promoted} after {report.promotion_s:.0f}s of live traffic")
+    drill = report.drill
+    served = f"{drill.breach_to_served_s:.1f}s" if drill.breach_to_served_s is not None else "never (see logs)"
+    console.print(f"   drill: v{drill.regressed} (a slowed copy) promoted; {drill.rollback_why}")
+    console.print(f"   v{drill.restored} serving again {served} after the breach; "
+                  f"failed requests: {drill.failed_requests}")  # fmt: skip
 
 
 @app.command("run")

@@ -1,0 +1,53 @@
+"""The Prometheus rules load in Prometheus's own checker and pass their promtool unit tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+RULES_DIR = Path(__file__).parents[2] / "monitoring" / "prometheus"
+promtool = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(promtool is None, reason="promtool not installed (apt-get install prometheus)")
+
+
+def run_promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(promtool), *args], cwd=cwd, capture_output=True, text=True)
+
+
+@needs_promtool
+def test_rules_pass_promtool_check() -> None:
+    out = run_promtool("check", "rules", "rules.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 10 rules found" in out.stdout
+
+
+@needs_promtool
+def test_rules_unit_tests_pass() -> None:
+    out = run_promtool("test", "rules", "rules.test.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@needs_promtool
+def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
+    """A rules file whose regression threshold is raised must fail the same unit tests."""
+    broken = (RULES_DIR / "rules.yaml").read_text().replace("1.5 * max by (model)", "500 * max by (model)")
+    (tmp_path / "rules.yaml").write_text(broken)
+    shutil.copy(RULES_DIR / "rules.test.yaml", tmp_path)
+    out = run_promtool("test", "rules", "rules.test.yaml", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "PruneopsLatencyRegression" in out.stdout + out.stderr
+
+
+def test_rollback_alerts_are_the_ones_a_rollback_can_fix() -> None:
+    rules = yaml.safe_load((RULES_DIR / "rules.yaml").read_text())
+    actions = {r["alert"]: r["labels"]["action"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert actions == {
+        "PruneopsLatencyRegression": "rollback",
+        "PruneopsHighErrorRatio": "rollback",
+        "PruneopsLatencySLO": "notify",
+        "PruneopsInputDrift": "notify",
+    }
