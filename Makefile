@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast check format clean bench
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+
+.PHONY: venv demo test test-fast check format clean bench chart-files
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +24,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# checkov (the chart's security scan) pins versions pruneops does not share: its own venv.
+$(CHECKOV): constraints-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -c constraints-checkov.txt checkov==3.3.30
+
 demo: $(STAMP)  ## set up and run the embedded demo (state in ./.pruneops)
 	$(BIN)/pruneops demo
 
-test: $(STAMP)  ## set up and run every test that this machine can run
+test: $(STAMP) $(CHECKOV)  ## set up and run every test that this machine can run
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit tests only
@@ -40,9 +49,13 @@ bench: $(STAMP)  ## run the CPU benchmarks (JSON and PNG under benchmarks/result
 	$(BIN)/python benchmarks/cpu_structured.py
 	$(BIN)/python benchmarks/demo_time.py
 
+chart-files:  ## copy the Prometheus rules and Grafana dashboards into the chart (a test checks they match)
+	cp monitoring/prometheus/rules.yaml helm/pruneops/files/rules.yaml
+	cp monitoring/grafana/*.json helm/pruneops/files/dashboards/
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pruneops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pruneops .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,7 @@ from components.finetune.component import finetune
 from components.prune.component import prune
 from components.register.component import register
 from components.set_challenger.component import set_challenger
-from components.validate.component import validate
+from components.validate.component import validate, validate_gpu
 
 DEFAULT_TASK = "pruneops.tasks.digits:task"
 
@@ -64,8 +64,8 @@ def build_pipeline(gpu: GpuPlacement | None = None) -> dsl.graph_component.Graph
             recipe=recipe,
             task=task,
         )
-        # Step 4: measure on the target and apply the gates.
-        checked = validate(
+        # Step 4: measure on the target and apply the gates (in the CUDA image on GPU nodes).
+        checked = (validate_gpu if gpu is not None else validate)(
             dense_model=base.outputs["dense_model"],
             candidate=tuned.outputs["finetuned_model"],
             recipe=recipe,

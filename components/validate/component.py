@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
 
-from components import BASE_IMAGE
+from components import BASE_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -35,3 +35,7 @@ def validate(
                 metrics.log_metric(f"{runtime['runtime']}_batch{batch}_speedup", row["speedup"]["ratio"])
         metrics.log_metric("gate_passed", 1.0 if passed else 0.0)
         return passed
+
+
+#: The same step in the CUDA image (torch with cuSPARSELt, onnxruntime-gpu), for GPU nodes.
+validate_gpu = dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)(validate.python_func)

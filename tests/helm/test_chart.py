@@ -1,0 +1,157 @@
+"""The Helm chart, tested short of a cluster: rendered by Helm's Go SDK, linted, schema-checked,
+validated against the Kubernetes schemas, and kept in step with monitoring/ and the pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.helm.conftest import CHART, ROOT, ci_values, render
+
+KUBERNETES_VERSION = "1.30.0"
+# prometheus-operator's kinds are CRDs, not in the Kubernetes schemas; checked below by hand.
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
+def pods(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o["spec"]["template"]["spec"] for o in objects if o["kind"] == "Deployment"]
+
+
+def test_lint_is_clean_with_every_ci_values_file() -> None:
+    import helm_python
+
+    for path in sorted((CHART / "ci").glob("*-values.yaml")):
+        report = helm_python.lint(str(CHART), ci_values(path), strict=True, kube_version=f"v{KUBERNETES_VERSION}")
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert not problems, f"{path.name}: {problems}"
+
+
+def test_every_object_is_valid_kubernetes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    name, objects = rendered
+    assert objects
+    for obj in objects:
+        if obj["kind"] in OPERATOR_KINDS:
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["spec"], obj["metadata"]["name"]
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{name}: {obj['kind']} {obj['metadata']['name']}: {err.message} at {list(err.path)}")
+
+
+def test_kubernetes_validation_can_fail() -> None:
+    broken = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": "two"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_containers_are_locked_down(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    name, objects = rendered
+    for pod in pods(objects):
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["requests"] and container["resources"]["limits"], container["name"]
+            assert "readinessProbe" in container and "livenessProbe" in container, container["name"]
+
+
+def test_secrets_are_referenced_never_inlined(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    _, objects = rendered
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    for pod in pods(objects):
+        for container in pod["containers"]:
+            for env in container.get("env", []):
+                if any(word in env["name"] for word in ("SECRET", "TOKEN", "BACKEND_STORE")):
+                    assert "value" not in env and "secretKeyRef" in env["valueFrom"], env["name"]
+
+
+def test_gpu_values_schedule_the_server_on_gpu_nodes() -> None:
+    objects = render(ci_values(CHART / "ci" / "gpu-values.yaml"))
+    (pod,) = [p for p in pods(objects) if p["containers"][0]["name"] == "server"]
+    server = pod["containers"][0]
+    assert server["image"].endswith("-gpu") and server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    cpu = render(ci_values(CHART / "ci" / "default-values.yaml"))
+    (cpu_pod,) = [p for p in pods(cpu) if p["containers"][0]["name"] == "server"]
+    assert "nodeSelector" not in cpu_pod and "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+
+
+def test_trigger_restarts_when_its_config_changes() -> None:
+    values = ci_values(CHART / "ci" / "default-values.yaml")
+
+    def checksum(objects: list[dict[str, Any]]) -> str:
+        (trigger,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-trigger")]
+        return str(trigger["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    before = checksum(render(values))
+    assert checksum(render(values)) == before
+    assert checksum(render(values | {"trigger": {"models": {"digits": "other.yaml"}}})) != before
+
+
+def test_schema_refuses_bad_values() -> None:
+    from helm_python import HelmError
+
+    for bad in ({"serving": {"canary": 2}}, {"controller": {"prometheusUrl": "prometheus:9090"}},
+                {"serving": {"server": {"port": 0}}}, {"unknown": 1}):  # fmt: skip
+        with pytest.raises(HelmError):
+            render(ci_values(CHART / "ci" / "default-values.yaml") | bad)
+    with pytest.raises(HelmError, match=r"mlflow\.trackingUri"):
+        render({})
+
+
+def test_rules_and_dashboards_are_byte_identical_to_monitoring() -> None:
+    assert (CHART / "files" / "rules.yaml").read_bytes() == (ROOT / "monitoring/prometheus/rules.yaml").read_bytes()
+    ours = {p.name: p.read_bytes() for p in (ROOT / "monitoring/grafana").glob("*.json")}
+    chart = {p.name: p.read_bytes() for p in (CHART / "files/dashboards").glob("*.json")}
+    assert ours == chart and ours
+
+
+def test_rendered_rule_and_dashboards_carry_the_sources() -> None:
+    objects = render(ci_values(CHART / "ci" / "full-values.yaml"))
+    (rule,) = [o for o in objects if o["kind"] == "PrometheusRule"]
+    assert rule["spec"]["groups"] == yaml.safe_load((ROOT / "monitoring/prometheus/rules.yaml").read_text())["groups"]
+    boards = {
+        o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap" and "dashboard" in o["metadata"]["name"]
+    }
+    assert set(boards) == {"pruneops-dashboard-serving", "pruneops-dashboard-pruning"}
+    for board in boards.values():
+        assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+        (content,) = board["data"].values()
+        name = board["metadata"]["name"].removeprefix("pruneops-dashboard-")
+        assert content == (ROOT / "monitoring/grafana" / f"{name}.json").read_text().rstrip("\n")
+
+
+def test_pipeline_images_and_gpu_placement_match_the_chart() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    image = f"{values['image']['repository']}:{values['image']['tag'] or chart['appVersion']}"
+    compiled = {name: list(yaml.safe_load_all((ROOT / "pipelines/compiled" / name).read_text()))
+                for name in ("prune_and_register.yaml", "prune_and_register_gpu.yaml")}  # fmt: skip
+    cpu_images = {
+        e["container"]["image"] for e in compiled["prune_and_register.yaml"][0]["deploymentSpec"]["executors"].values()
+    }
+    assert cpu_images == {image}
+    gpu_executors = compiled["prune_and_register_gpu.yaml"][0]["deploymentSpec"]["executors"]
+    assert gpu_executors["exec-validate"]["container"]["image"] == f"{image}-gpu"
+    assert (
+        gpu_executors["exec-validate"]["container"]["resources"]["accelerator"]["resourceType"]
+        == values["serving"]["gpu"]["resourceName"]
+    )
+    platform = compiled["prune_and_register_gpu.yaml"][1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
+        "exec-validate"
+    ]
+    assert platform["nodeSelector"]["labels"] == values["serving"]["gpu"]["nodeSelector"]
+    assert platform["tolerations"] == values["serving"]["gpu"]["tolerations"]
+
+
+def test_chart_version_follows_the_package() -> None:
+    import pruneops
+
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == pruneops.__version__
