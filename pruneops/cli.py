@@ -237,6 +237,7 @@ def serve_cmd(
     poll_interval: Annotated[float, typer.Option(help="Seconds between registry polls.")] = 5.0,
     canary: Annotated[float, typer.Option(help="Fraction of requests sent to the challenger.")] = 0.0,
     shadow: Annotated[bool, typer.Option(help="Mirror requests to the challenger and compare.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, or cuda (ONNX Runtime's CUDA provider, torch-sparse).")] = "cpu",
 ) -> None:
     """Serve a model over the V2 protocol, following a registry alias with hot swaps."""
     import logging
@@ -244,7 +245,7 @@ def serve_cmd(
     from serving.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(model, port, alias, poll_interval, canary, shadow)
+    serve(model, port, alias, poll_interval, canary, shadow, device)
 
 
 @app.command("sidecar")

@@ -1,14 +1,22 @@
 """Load a registry version into something that answers inference: download, open, warm up, smoke test.
 
 A version is served with the runtime recorded on it (``pruneops.runtime``; the dense
-baseline has none and is served with ONNX Runtime). ONNX Runtime uses the version's
-``model/model.onnx``, or an export of its safetensors made with the version's task when the
-file is absent (baselines registered without one). ``torch-sparse`` versions need a CUDA GPU
-here; the server refuses them otherwise rather than serve another runtime under their name.
+baseline has none and is served with ONNX Runtime), on the server's ``device``:
+
+- ``onnxruntime`` (and ``torch``/``torch-compile``, whose versions carry the same
+  ``model/model.onnx``): ONNX Runtime on the CPU, or with ``device="cuda"`` on its CUDA
+  provider (``onnxruntime-gpu``). If CUDA is asked for and ONNX Runtime would fall back to
+  the CPU, the load fails instead. Without ``model.onnx`` (baselines registered without
+  one) the safetensors are exported with the version's task first.
+- ``torch-sparse``: fp16 torch on the GPU with the 2:4 Linear weights as semi-structured
+  sparse tensors (``pruneops.runtimes.torch_sparse``, the same conversion validation
+  measured). It needs ``device="cuda"``; a CPU server refuses such a version rather than
+  serve another runtime under its name.
+
 Every load ends with a warm-up and a smoke inference whose output must be finite, so a
 corrupt version never serves.
 
->>> # served = load_version(Registry(), "digits", "champion", alias="champion")
+>>> # served = load_version(Registry(), "digits", "champion", alias="champion", device="cpu")
 """
 
 from __future__ import annotations
@@ -21,13 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from pruneops.errors import ModelFormatError
+from pruneops.errors import ModelFormatError, RuntimeUnavailable
 from pruneops.registry import Registry
+
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
 class ServedVersion:
-    """One loaded version: an ONNX Runtime session and what the server needs to describe it."""
+    """One loaded version: a session with ONNX Runtime's ``run`` interface and its description."""
 
     name: str
     version: str
@@ -47,25 +57,30 @@ class ServedVersion:
         return self.tags.get(f"pruneops.{key}", "")
 
 
-def load_version(registry: Registry, name: str, ref: str, alias: str, warmup: int = 3) -> ServedVersion:
-    """Download and open ``name`` at ``ref`` (version or alias), warm it up and smoke-test it."""
-    import onnxruntime as ort
-
+def load_version(
+    registry: Registry, name: str, ref: str, alias: str, warmup: int = 3, device: str = "cpu"
+) -> ServedVersion:
+    """Download and open ``name`` at ``ref`` (version or alias) on ``device``, warm it up and smoke-test it."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     info = registry.resolve(name, ref)
     runtime = info.tag("runtime") or "onnxruntime"
-    if runtime not in ("onnxruntime", "torch", "torch-compile"):
+    if runtime not in ("onnxruntime", "torch", "torch-compile", "torch-sparse"):
         raise ModelFormatError(f"{name} v{info.version} was validated on {runtime}, which this server cannot run")
+    if runtime == "torch-sparse" and device != "cuda":
+        raise ModelFormatError(
+            f"{name} v{info.version} was validated on torch-sparse (2:4 sparse tensor cores); "
+            "serve it on a GPU node with --device cuda"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         folder = registry.download(name, info.version, tmp)
         onnx_path = folder / "model.onnx"
-        if not onnx_path.is_file():
-            onnx_path = export_for_serving(folder, info.tag("task"), Path(tmp) / "exported.onnx")
-        try:
-            session = ort.InferenceSession(
-                str(onnx_path), sess_options=_session_options(), providers=["CPUExecutionProvider"]
-            )
-        except Exception as err:  # noqa: BLE001 - ORT raises its own types for corrupt files
-            raise ModelFormatError(f"{name} v{info.version}: model.onnx does not load: {err}") from None
+        if runtime == "torch-sparse":
+            session: Any = _torch_sparse_session(folder, info.tag("task"), onnx_path)
+        else:
+            if not onnx_path.is_file():
+                onnx_path = export_for_serving(folder, info.tag("task"), Path(tmp) / "exported.onnx")
+            session = _onnx_session(onnx_path, device, f"{name} v{info.version}")
     model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
     shape = [d if isinstance(d, int) else None for d in model_input.shape]
     served = ServedVersion(
@@ -77,6 +92,77 @@ def load_version(registry: Registry, name: str, ref: str, alias: str, warmup: in
     if out.shape[0] != 1 or not np.isfinite(out).all():
         raise ModelFormatError(f"{name} v{info.version} failed its smoke inference (shape {out.shape}, non-finite?)")
     return served
+
+
+def _onnx_session(onnx_path: Path, device: str, what: str) -> Any:
+    import onnxruntime as ort
+
+    wanted = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+    if wanted not in ort.get_available_providers():
+        raise RuntimeUnavailable(
+            f"{what}: ONNX Runtime has no {wanted} here (available: {', '.join(ort.get_available_providers())}); "
+            "the GPU image installs onnxruntime-gpu"
+        )
+    providers = [wanted, "CPUExecutionProvider"] if device == "cuda" else [wanted]
+    try:
+        session = ort.InferenceSession(str(onnx_path), sess_options=_session_options(), providers=providers)
+    except Exception as err:  # noqa: BLE001 - ORT raises its own types for corrupt files
+        raise ModelFormatError(f"{what}: model.onnx does not load: {err}") from None
+    if session.get_providers()[0] != wanted:  # ORT falls back to the CPU silently
+        raise RuntimeUnavailable(f"{what}: ONNX Runtime fell back to {session.get_providers()[0]} instead of {wanted}")
+    return session
+
+
+@dataclass(frozen=True)
+class _Port:
+    """An input or output as ONNX Runtime describes it (``name``, ``shape``)."""
+
+    name: str
+    shape: list[int | None]
+
+
+class TorchSparseSession:
+    """A torch-sparse model behind ONNX Runtime's session interface, so the server treats both alike."""
+
+    def __init__(self, session: Any, inputs: list[_Port], outputs: list[_Port]) -> None:
+        self.session, self._inputs, self._outputs = session, inputs, outputs
+
+    def get_inputs(self) -> list[_Port]:
+        return self._inputs
+
+    def get_outputs(self) -> list[_Port]:
+        return self._outputs
+
+    def run(self, _names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        (batch,) = feed.values()
+        out = self.session.run(torch.from_numpy(np.ascontiguousarray(batch)))
+        self.session.sync()
+        return [out.float().cpu().numpy()]
+
+
+def _torch_sparse_session(folder: Path, task_path: str | None, onnx_path: Path) -> TorchSparseSession:
+    """The version's torch model converted exactly as validation converted it (2:4 Linear weights)."""
+    from pruneops.modelio import load_model
+    from pruneops.runtimes.torch_sparse import TorchSparseRuntime
+    from pruneops.tasks import load_task
+
+    if not task_path:
+        raise ModelFormatError(f"{folder} has no pruneops.task tag; torch-sparse serving needs its example input")
+    runtime = TorchSparseRuntime("cuda")
+    runtime.check()  # RuntimeUnavailable without a CUDA GPU of compute capability >= 8.0
+    example = load_task(task_path).example_input(1)
+    session = runtime.load(load_model(folder), example, folder)
+    # Port names as clients know them from the version's ONNX file, when it has one.
+    names = ("x", "output")
+    if onnx_path.is_file():
+        import onnx
+
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        names = (graph.input[0].name, graph.output[0].name)
+    shape: list[int | None] = [None, *example.shape[1:]]
+    return TorchSparseSession(session, [_Port(names[0], shape)], [_Port(names[1], [None])])
 
 
 def _session_options() -> Any:

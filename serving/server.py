@@ -63,11 +63,12 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         alias: str = CHAMPION,
         canary: float = 0.0,
         shadow: bool = False,
+        device: str = "cpu",
     ) -> None:
         # return_response_headers: KServe passes predict() a dict whose entries become headers.
         super().__init__(name, return_response_headers=True)
         self.registry, self.metrics, self.alias = registry, metrics, alias
-        self.canary, self.shadow = canary, shadow
+        self.canary, self.shadow, self.device = canary, shadow, device
         self.current: ServedVersion | None = None
         self.challenger: ServedVersion | None = None
         self._refresh_lock = threading.Lock()
@@ -100,7 +101,7 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         if served is not None and served.version == target:
             return served
         try:
-            fresh = load_version(self.registry, self.name, target, alias)
+            fresh = load_version(self.registry, self.name, target, alias, device=self.device)
         except Exception as err:  # noqa: BLE001 - any failure keeps the old version serving
             self.metrics.load_failures.labels(model=self.name).inc()
             log.error("refusing %s v%s (%s): %s; still serving %s", self.name, target, alias, err,
@@ -262,11 +263,12 @@ def serve(
     poll_interval: float = 5.0,
     canary: float = 0.0,
     shadow: bool = False,
+    device: str = "cpu",
 ) -> None:
     """Run the model server until interrupted (KServe's ModelServer, REST only)."""
     from kserve import ModelServer
 
-    model = RegistryModel(name, Registry(), ServerMetrics(), alias, canary, shadow)
+    model = RegistryModel(name, Registry(), ServerMetrics(), alias, canary, shadow, device)
     if not model.load():
         raise PruneopsError(f"{name}@{alias} could not be loaded; see the log above")
     customise_app(model)

@@ -76,11 +76,13 @@ def test_gpu_values_schedule_the_server_on_gpu_nodes() -> None:
     (pod,) = [p for p in pods(objects) if p["containers"][0]["name"] == "server"]
     server = pod["containers"][0]
     assert server["image"].endswith("-gpu") and server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "--device=cuda" in server["args"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     cpu = render(ci_values(CHART / "ci" / "default-values.yaml"))
     (cpu_pod,) = [p for p in pods(cpu) if p["containers"][0]["name"] == "server"]
     assert "nodeSelector" not in cpu_pod and "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+    assert "--device=cpu" in cpu_pod["containers"][0]["args"]
 
 
 def test_trigger_restarts_when_its_config_changes() -> None:
