@@ -121,6 +121,7 @@ class Controller:
     _tally: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _exported_aliases: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.metrics = ControllerMetrics(self.metrics_registry)
@@ -221,9 +222,12 @@ class Controller:
     # ---------------------------------------------------------------- registry figures
 
     def _export_registry(self, model: str, aliases: dict[str, str]) -> None:
-        self.metrics.alias_info.clear()
+        for alias, version in self._exported_aliases.get(model, {}).items():  # this model's old state only
+            if aliases.get(alias) != version:
+                self.metrics.alias_info.remove(model, alias, version)
         for alias, version in aliases.items():
             self.metrics.alias_info.labels(model=model, alias=alias, version=version).set(1)
+        self._exported_aliases[model] = dict(aliases)
         for info in self.registry.versions(model)[-20:]:  # the 20 newest keep the series bounded
             for figure in VERSION_FIGURES:
                 value = info.tag(figure)

@@ -173,3 +173,20 @@ def test_alert_without_a_rollback_target_is_counted(registry: Registry) -> None:
 def test_controller_refuses_to_start_without_a_token(registry: Registry) -> None:
     with pytest.raises(PruneopsError, match="PRUNEOPS_CONTROLLER_TOKEN"):
         create_app(controller_for(registry, "http://127.0.0.1:9"), "")
+
+
+def test_alias_state_is_exported_per_model_and_follows_changes(registry: Registry) -> None:
+    a1, a2 = versions(registry, "a", 2)
+    (b1,) = versions(registry, "b", 1)
+    registry.set_alias("a", "champion", a1)
+    registry.set_alias("b", "champion", b1)
+    controller = Controller(["a", "b"], PromQuery("http://127.0.0.1:9", timeout=1), registry=registry)
+    value = controller.metrics_registry.get_sample_value
+    controller.analyse_once("a")
+    controller.analyse_once("b")
+    registry.promote("a", a2)
+    controller.analyse_once("a")
+    assert value("pruneops_alias_info", {"model": "a", "alias": "champion", "version": a2}) == 1
+    assert value("pruneops_alias_info", {"model": "a", "alias": "previous", "version": a1}) == 1
+    assert value("pruneops_alias_info", {"model": "a", "alias": "champion", "version": a1}) is None
+    assert value("pruneops_alias_info", {"model": "b", "alias": "champion", "version": b1}) == 1
