@@ -173,21 +173,40 @@ class DriftWorker:
     every_rows: int = 1000
     min_rows: int = 200
     max_feature_series: int = 64
+    in_process: bool = True  # False: Evidently in a child process (see start)
     last: DriftResult | None = field(default=None, init=False)
     last_target: tuple[str, str] | None = field(default=None, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _reference: Reference | None = field(default=None, init=False)
+    _pool: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.metrics = DriftMetrics(self.registry)
 
     def start(self) -> threading.Thread:
+        """Run in a thread; with ``in_process=False`` Evidently runs in a child process.
+
+        The sidecar uses a child process: Evidently holds the GIL for much of its second,
+        which in a thread would stall the sidecar's event loop and every request with it.
+        """
         thread = threading.Thread(target=self._loop, name="drift-worker", daemon=True)
         thread.start()
         return thread
 
     def stop(self) -> None:
         self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _compute(self, reference: pd.DataFrame, current: pd.DataFrame) -> DriftResult:
+        if self.in_process:
+            return compute_drift(reference, current)
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool.submit(compute_drift, reference, current).result()
 
     def _loop(self) -> None:
         seen, last_run = 0, time.monotonic()
@@ -209,7 +228,7 @@ class DriftWorker:
             if self._reference is None or (self._reference.model, self._reference.version) != target:
                 self._reference = self.load_reference(model, version)
             frame = current_frame(inputs, outputs, self._reference.frame, self._reference.features_of)
-            result = compute_drift(self._reference.frame, frame)
+            result = self._compute(self._reference.frame, frame)
         except Exception as err:  # noqa: BLE001 - the worker must outlive any one bad window
             log.warning("drift for %s v%s failed: %s: %s", model, version, type(err).__name__, err)
             self.metrics.errors.labels(model=model).inc()

@@ -270,7 +270,7 @@ def sidecar_cmd(
 
         state = app.state
         DriftWorker(state.window, lambda: served_champion(state.last_served), state.registry,
-                    interval=drift_interval, every_rows=drift_rows).start()  # fmt: skip
+                    interval=drift_interval, every_rows=drift_rows, in_process=False).start()  # fmt: skip
     run(upstream, port, app=app)
 
 

@@ -142,7 +142,8 @@ def create_sidecar(
                 metrics.requests.labels(**labels, code=str(status)).inc()
                 counter += 1
                 if status == 200 and counter % sample_every == 0:
-                    await asyncio.get_running_loop().run_in_executor(
+                    # Decoded in a thread, not awaited: sampling never delays the response.
+                    asyncio.get_running_loop().run_in_executor(
                         None, _sample, window, metrics, labels["model"], body, content
                     )
             metrics.response_bytes.observe(len(content))

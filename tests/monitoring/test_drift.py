@@ -87,3 +87,18 @@ def test_worker_waits_for_enough_rows() -> None:
     worker = DriftWorker(window, lambda: ("digits", "1"), CollectorRegistry(), min_rows=200,
                          load_reference=lambda m, v: Reference(m, v, reference_frame()))  # fmt: skip
     assert worker.run_once() is None
+
+
+def test_worker_can_run_evidently_in_a_child_process() -> None:
+    """The sidecar's setting: the computation leaves the process, so the event loop keeps the GIL."""
+    registry = CollectorRegistry()
+    window = SampleWindow()
+    window.add(np.random.default_rng(3).normal(size=(300, 8)) + 2.0, None)
+    worker = DriftWorker(window, lambda: ("digits", "1"), registry, min_rows=10, in_process=False,
+                         load_reference=lambda m, v: Reference(m, v, reference_frame()))  # fmt: skip
+    try:
+        result = worker.run_once()
+    finally:
+        worker.stop()
+    assert result is not None and result.share == 1.0
+    assert registry.get_sample_value("pruneops_drift_share", {"model": "digits", "version": "1"}) == 1.0

@@ -186,8 +186,11 @@ def test_sidecar_metrics_after_known_traffic(stack: Stack) -> None:
         ("pruneops_request_duration_seconds_count", count), 0
     )
     assert grew == 9
-    sampled = after[("pruneops_sampled_rows_total", frozenset({("model", "digits")}))]
-    assert sampled >= 7 * len(DIGITS)  # every request sampled in this stack (--sample-every 1)
+    key = ("pruneops_sampled_rows_total", frozenset({("model", "digits")}))
+    deadline = time.monotonic() + 5  # sampling runs in a thread after the response
+    while scrape(stack.sidecar)[key] < 7 * len(DIGITS) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert scrape(stack.sidecar)[key] >= 7 * len(DIGITS)  # every request sampled here (--sample-every 1)
 
 
 def test_server_exports_model_info_and_shadow_agreement(stack: Stack, registry: Registry) -> None:
