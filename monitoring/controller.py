@@ -228,6 +228,8 @@ class Controller:
         for alias, version in aliases.items():
             self.metrics.alias_info.labels(model=model, alias=alias, version=version).set(1)
         self._exported_aliases[model] = dict(aliases)
+        if CHAMPION in aliases:
+            self.metrics.champion_version.labels(model=model).set(float(aliases[CHAMPION]))
         for info in self.registry.versions(model)[-20:]:  # the 20 newest keep the series bounded
             for figure in VERSION_FIGURES:
                 value = info.tag(figure)

@@ -172,6 +172,12 @@ class ControllerMetrics:
             "pruneops_alias_info", "1 for the version each registry alias points at.", ["model", "alias", "version"],
             registry=registry,
         )  # fmt: skip
+        self.champion_version = Gauge(
+            "pruneops_champion_version",
+            "The champion's version number; changes() over it marks promotions and rollbacks.",
+            ["model"],
+            registry=registry,
+        )
         self._figures = {
             figure: Gauge(
                 f"pruneops_version_{figure}",

@@ -190,3 +190,4 @@ def test_alias_state_is_exported_per_model_and_follows_changes(registry: Registr
     assert value("pruneops_alias_info", {"model": "a", "alias": "previous", "version": a1}) == 1
     assert value("pruneops_alias_info", {"model": "a", "alias": "champion", "version": a1}) is None
     assert value("pruneops_alias_info", {"model": "b", "alias": "champion", "version": b1}) == 1
+    assert value("pruneops_champion_version", {"model": "a"}) == float(a2)
