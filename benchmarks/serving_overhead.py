@@ -17,6 +17,11 @@ The load generator is a minimal HTTP/1.1 client on asyncio streams (pre-encoded 
 Content-Length framing): httpx spent more CPU than the server on 2 cores and made the
 figures about itself. Writes ``benchmarks/results/serving_overhead.json``.
 
+The sidecar's drift worker is off by default (``--drift-interval 0``): this measures the
+proxy. Drift costs about 0.9 s of CPU per computation (``benchmarks/drift_window.py``),
+which on 2 shared cores shows up in everyone's tail latency; ``--drift-interval 30``
+measures with it.
+
 Run: ``.venv/bin/python benchmarks/serving_overhead.py``. On 2 cores the load generator, the
 server and the sidecar share the CPUs, which the figures include.
 """
@@ -161,6 +166,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--drift-interval", type=float, default=0.0,
+                        help="the sidecar's drift worker; 0 (default) measures the proxy alone")  # fmt: skip
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="pruneops-bench-")
     env = {**os.environ, "PRUNEOPS_HOME": home, "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -171,7 +178,8 @@ def main() -> None:
     server = subprocess.Popen([*cli, "serve", "--model", "digits", "--port", str(ports["direct"])], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     sidecar = subprocess.Popen([*cli, "sidecar", "--upstream", f"http://127.0.0.1:{ports['direct']}",
-                                "--port", str(ports["sidecar"]), "--max-in-flight", str(args.clients * 2)],
+                                "--port", str(ports["sidecar"]), "--max-in-flight", str(args.clients * 2),
+                                "--drift-interval", str(args.drift_interval)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         wait(f"http://127.0.0.1:{ports['direct']}/v2/health/ready")
@@ -185,6 +193,7 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "model": "digits CNN (ONNX Runtime CPU), batch 1, V2 JSON",
+            "sidecar_drift_interval_s": args.drift_interval,
             "fixed_rate": [compare(ports, args, rate) for rate in args.rates],
             "closed_loop": compare(ports, args, None),
         }
