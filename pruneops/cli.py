@@ -136,7 +136,7 @@ def _demo_closed_loop(name: str) -> None:
     challenger = Registry().aliases(name).get("challenger")
     console.print(f"[bold]4.[/] closed loop: server + sidecar + controller + Prometheus + Alertmanager"
                   f"{f'; canary 50% to v{challenger}' if challenger else ''}")  # fmt: skip
-    task = load_task(Registry().version(name, "champion").tag("task") or "pruneops.tasks.digits:task")
+    task = load_task(Registry().resolve(name, "champion").tag("task") or "pruneops.tasks.digits:task")
     with console.status("analysing the challenger live, then promoting an injected latency regression"):
         report = closed_loop(name, state_dir() / "loop", task.example_input(300).numpy())
     if report.promoted:
