@@ -40,31 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+
+from monitoring.localstack import free_port, wait_http
 
 RESULTS = Path(__file__).parent / "results"
 BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}).encode()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(url)
 
 
 def infer_request(port: int) -> bytes:
@@ -182,8 +163,8 @@ def main() -> None:
                                 "--drift-interval", str(args.drift_interval)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        wait(f"http://127.0.0.1:{ports['direct']}/v2/health/ready")
-        wait(f"http://127.0.0.1:{ports['sidecar']}/metrics")
+        wait_http(f"http://127.0.0.1:{ports['direct']}/v2/health/ready", server, timeout=120)
+        wait_http(f"http://127.0.0.1:{ports['sidecar']}/metrics", sidecar, timeout=120)
         asyncio.run(round_of(ports["sidecar"], args.clients, 2.0, None))  # warm up both paths
         result: dict[str, Any] = {
             "benchmark": "serving_overhead",

@@ -87,24 +87,31 @@ def alertmanager_config(controller_url: str, token_file: str) -> str:
 
 
 def free_port() -> int:
+    """A free TCP port on loopback."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-    """Wait for ``url`` to answer 200; fail with the process's log if it exits or times out."""
+def wait_http(
+    url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60.0, log: Path | None = None
+) -> None:
+    """Wait for ``url`` to answer 200; fail (with the end of ``log``) if ``process`` exits or time runs out."""
+
+    def tail() -> str:
+        return log.read_text()[-2000:] if log is not None and log.is_file() else ""
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeUnavailable(f"{log.stem} exited ({process.returncode}): {log.read_text()[-2000:]}")
+        if process is not None and process.poll() is not None:
+            raise RuntimeUnavailable(f"the process behind {url} exited ({process.returncode}) {tail()}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise RuntimeUnavailable(f"{url} not ready after {timeout:g}s: {log.read_text()[-2000:]}")
+    raise RuntimeUnavailable(f"{url} not ready after {timeout:g}s {tail()}")
 
 
 @dataclass
