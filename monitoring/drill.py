@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 
 from monitoring.localstack import LocalStack
+from pruneops.export import export_registered
 from pruneops.registry import Registry
 
 DRILL_SOURCE = "drill"
@@ -70,11 +71,7 @@ def register_regression(registry: Registry, model: str, parent: str, matmuls: in
         folder = registry.download(model, parent, tmp)
         onnx_path = folder / "model.onnx"
         if not onnx_path.is_file():  # a baseline registered without ONNX: export it as the server would
-            from pruneops.export import export_onnx
-            from pruneops.modelio import load_model
-            from pruneops.tasks import load_task
-
-            export_onnx(load_model(folder), load_task(str(info.tag("task"))).example_input(2), onnx_path)
+            export_registered(folder, info.tag("task"), onnx_path)
         slow_onnx(onnx_path, onnx_path, matmuls)
         tags = {k.removeprefix("pruneops."): v for k, v in info.tags.items() if k.startswith("pruneops.")}
         tags = {k: v for k, v in tags.items() if not k.startswith("event.") and k not in ("promoted_at",)}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruneops.errors import ExportError
+from pruneops.errors import ExportError, ModelFormatError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -117,3 +117,21 @@ def _quiet():  # type: ignore[no-untyped-def]
             yield
     finally:
         logger.setLevel(level)
+
+
+def export_registered(folder: str | Path, task_path: str | None, target: str | Path) -> Path:
+    """Export a registered model folder that has no ``model.onnx``; its task gives the example input.
+
+    Used by the model server for baselines registered without ONNX, and by the rollback drill.
+
+    >>> export_registered("model-dir", None, "m.onnx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ModelFormatError: model-dir has no model.onnx and no pruneops.task tag to export one
+    """
+    from pruneops.modelio import load_model
+    from pruneops.tasks import load_task
+
+    if not task_path:
+        raise ModelFormatError(f"{folder} has no model.onnx and no pruneops.task tag to export one")
+    return export_onnx(load_model(folder), load_task(task_path).example_input(2), target).path

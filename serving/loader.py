@@ -79,7 +79,9 @@ def load_version(
             session: Any = _torch_sparse_session(folder, info.tag("task"), onnx_path)
         else:
             if not onnx_path.is_file():
-                onnx_path = export_for_serving(folder, info.tag("task"), Path(tmp) / "exported.onnx")
+                from pruneops.export import export_registered  # torch, only when a version needs exporting
+
+                onnx_path = export_registered(folder, info.tag("task"), Path(tmp) / "exported.onnx")
             session = _onnx_session(onnx_path, device, f"{name} v{info.version}")
     model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
     shape = [d if isinstance(d, int) else None for d in model_input.shape]
@@ -178,15 +180,3 @@ def _session_options() -> Any:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = int(os.environ.get("PRUNEOPS_ORT_THREADS", "0"))
     return options
-
-
-def export_for_serving(folder: Path, task_path: str | None, target: Path) -> Path:
-    """Export a registered model folder that has no ``model.onnx`` (its task gives the example input)."""
-    from pruneops.export import export_onnx
-    from pruneops.modelio import load_model
-    from pruneops.tasks import load_task
-
-    if not task_path:
-        raise ModelFormatError(f"{folder} has no model.onnx and no pruneops.task tag to export one")
-    model = load_model(folder)
-    return export_onnx(model, load_task(task_path).example_input(2), target).path
