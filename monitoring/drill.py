@@ -64,22 +64,43 @@ def slow_onnx(source: str | Path, target: str | Path, matmuls: int = 4, size: in
     return Path(target)
 
 
-def register_regression(registry: Registry, model: str, parent: str, matmuls: int = 4) -> str:
-    """Register ``parent`` again with a slowed-down ``model.onnx``; returns the new version."""
+def register_copy(
+    registry: Registry,
+    model: str,
+    parent: str,
+    tags: dict[str, str],
+    prepare: Callable[[Path], None] | None = None,
+) -> str:
+    """Register ``parent``'s files again, with its tags updated by ``tags`` and its reference sample.
+
+    ``prepare`` may change the downloaded model folder first. Returns the new version.
+
+    >>> # register_copy(Registry(), "digits", "1", {"parent_version": "1"})
+    """
     info = registry.version(model, parent)
+    reference = registry.load_reference(model, parent)
     with tempfile.TemporaryDirectory() as tmp:
         folder = registry.download(model, parent, tmp)
+        if prepare is not None:
+            prepare(folder)
+        merged = {k: v for k, v in info.short_tags().items() if k != "promoted_at"} | tags
+        return registry.register(
+            model, folder, tags=merged, reference=reference.to_numpy(), feature_names=list(reference.columns)
+        ).version
+
+
+def register_regression(registry: Registry, model: str, parent: str, matmuls: int = 4) -> str:
+    """Register ``parent`` again with a slowed-down ``model.onnx``; returns the new version."""
+    task_path = registry.version(model, parent).tag("task")
+
+    def slow_down(folder: Path) -> None:
         onnx_path = folder / "model.onnx"
         if not onnx_path.is_file():  # a baseline registered without ONNX: export it as the server would
-            export_registered(folder, info.tag("task"), onnx_path)
+            export_registered(folder, task_path, onnx_path)
         slow_onnx(onnx_path, onnx_path, matmuls)
-        tags = {k.removeprefix("pruneops."): v for k, v in info.tags.items() if k.startswith("pruneops.")}
-        tags = {k: v for k, v in tags.items() if not k.startswith("event.") and k not in ("promoted_at",)}
-        tags |= {"source": DRILL_SOURCE, "parent_version": parent, "gate": "passed", "runtime": "onnxruntime"}
-        reference = registry.load_reference(model, parent)
-        return registry.register(
-            model, folder, tags=tags, reference=reference.to_numpy(), feature_names=list(reference.columns)
-        ).version
+
+    tags = {"source": DRILL_SOURCE, "parent_version": parent, "gate": "passed", "runtime": "onnxruntime"}
+    return register_copy(registry, model, parent, tags, slow_down)
 
 
 @dataclass

@@ -72,6 +72,15 @@ class VersionInfo:
         """A ``pruneops.`` tag by its short name: ``info.tag("gate")``."""
         return self.tags.get(TAG_PREFIX + key, default)
 
+    def short_tags(self) -> dict[str, str]:
+        """Every ``pruneops.`` tag by its short name, as :meth:`Registry.register` takes them.
+
+        >>> tags = {"pruneops.gate": "passed", "mlflow.source": "x"}
+        >>> VersionInfo("m", "1", (), tags, None, "", datetime.now()).short_tags()
+        {'gate': 'passed'}
+        """
+        return {k.removeprefix(TAG_PREFIX): v for k, v in self.tags.items() if k.startswith(TAG_PREFIX)}
+
 
 @dataclass(frozen=True)
 class AliasEvent:

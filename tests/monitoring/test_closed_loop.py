@@ -69,21 +69,15 @@ def check_dashboards(stack: LocalStack) -> None:
 def test_promotion_then_regression_rollback(mlflow_server: str, tmp_path: Path) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_LOGGING_LEVEL": "WARNING"}
     script = r"""
-import tempfile
+from monitoring.drill import register_copy
 from pruneops.demo import init_demo
 from pruneops.recipe import RolloutSpec
 from pruneops.registry import Registry
 v1 = init_demo("digits")
 registry = Registry()
-reference = registry.load_reference("digits", v1.version)
-tags = {k.removeprefix("pruneops."): v for k, v in v1.tags.items() if k.startswith("pruneops.")}
 spec = RolloutSpec(successes=2, min_samples=30, max_latency_ratio=1.5)
-tags = {k: v for k, v in tags.items() if not k.startswith("event.")} | {
-    "parent_version": v1.version, "rollout": spec.model_dump_json(), "speedup": "1.0", "accuracy_drop": "0.0"}
-with tempfile.TemporaryDirectory() as tmp:
-    folder = registry.download("digits", v1.version, tmp)
-    v2 = registry.register("digits", folder, tags=tags, reference=reference.to_numpy(),
-                           feature_names=list(reference.columns)).version
+tags = {"parent_version": v1.version, "rollout": spec.model_dump_json(), "speedup": "1.0", "accuracy_drop": "0.0"}
+v2 = register_copy(registry, "digits", v1.version, tags)
 registry.set_alias("digits", "challenger", v2, why="test")
 print(v1.version, v2)
 """

@@ -31,7 +31,7 @@ def test_passing_run_registers_a_challenger_with_lineage(champion: str, tmp_path
     info = registry.version("digits", result.version)
     assert result.version == "2"
     assert registry.aliases("digits") == {CHAMPION: "1", CHALLENGER: "2"}
-    tags = {k.removeprefix("pruneops."): v for k, v in info.tags.items()}
+    tags = info.short_tags()
     assert tags["source"] == "pipeline" and tags["parent_version"] == "1" and tags["gate"] == "passed"
     assert tags["method"] == "magnitude" and tags["pattern"] == "channels"
     assert tags["recipe_sha256"] == parse_recipe(DEMO_RECIPE).sha256()
