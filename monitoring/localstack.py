@@ -36,14 +36,21 @@ def find_binary(*names: str) -> str | None:
     return next((found for name in names if (found := shutil.which(name))), None)
 
 
+MISSING_BINARIES = (
+    "the closed loop needs the prometheus and alertmanager binaries: apt-get install prometheus prometheus-alertmanager"
+)
+
+
+def have_binaries() -> bool:
+    """Whether Prometheus and Alertmanager are on PATH (tests skip the closed loop without them)."""
+    return find_binary(PROMETHEUS) is not None and find_binary(ALERTMANAGER, "alertmanager") is not None
+
+
 def binaries() -> tuple[str, str]:
     """Paths of Prometheus and Alertmanager, or a clear error saying how to install them."""
     prometheus, alertmanager = find_binary(PROMETHEUS), find_binary(ALERTMANAGER, "alertmanager")
     if prometheus is None or alertmanager is None:
-        raise RuntimeUnavailable(
-            "the closed loop needs the prometheus and alertmanager binaries: "
-            "apt-get install prometheus prometheus-alertmanager"
-        )
+        raise RuntimeUnavailable(MISSING_BINARIES)
     return prometheus, alertmanager
 
 

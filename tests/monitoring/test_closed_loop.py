@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from monitoring.drill import closed_loop
-from monitoring.localstack import LocalStack, find_binary
+from monitoring.localstack import MISSING_BINARIES, LocalStack, have_binaries
 from pruneops.registry import Registry
 
 DASHBOARDS = Path(__file__).parents[2] / "monitoring" / "grafana"
@@ -28,10 +28,7 @@ DASHBOARDS = Path(__file__).parents[2] / "monitoring" / "grafana"
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        find_binary("prometheus") is None or find_binary("prometheus-alertmanager", "alertmanager") is None,
-        reason="needs prometheus and prometheus-alertmanager (apt-get install prometheus prometheus-alertmanager)",
-    ),
+    pytest.mark.skipif(not have_binaries(), reason=MISSING_BINARIES),
 ]
 
 

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.localstack import find_binary
+from monitoring.localstack import MISSING_BINARIES, have_binaries
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        find_binary("prometheus") is None or find_binary("prometheus-alertmanager", "alertmanager") is None,
-        reason="the demo's closed-loop stage needs prometheus and prometheus-alertmanager",
-    ),
+    pytest.mark.skipif(not have_binaries(), reason=MISSING_BINARIES),
 ]
 
 
