@@ -30,6 +30,7 @@ per-version pruning figures, which the dashboards read.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -261,8 +262,6 @@ def create_app(controller: Controller, token: str) -> Any:
         except (ValueError, KeyError, TypeError, AssertionError):
             controller.metrics.errors.labels(reason="bad_payload").inc()
             return JSONResponse({"error": "expected Alertmanager's webhook JSON with an 'alerts' list"}, 400)
-        import asyncio
-
         outcomes = [await asyncio.to_thread(controller.handle_alert, a) for a in items if isinstance(a, dict)]
         return JSONResponse({"outcomes": outcomes})
 

@@ -12,6 +12,7 @@ Used by ``pruneops demo`` (its monitoring stage) and by the closed-loop integrat
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -230,8 +231,6 @@ def closed_loop(
 
     >>> # closed_loop("digits", Path("/tmp/loop"), task.example_input(300).numpy())
     """
-    import os
-
     registry = Registry()
     challenger = registry.aliases(model).get("challenger")
     with LocalStack(model, workdir, env=env or dict(os.environ), canary=0.5 if challenger else 0.0) as stack:

@@ -122,16 +122,13 @@ def demo_cmd(
 def _demo_closed_loop(name: str) -> None:
     """The demo's stage 4: serve, analyse, promote, break on purpose, roll back (monitoring/drill.py)."""
     from monitoring.drill import closed_loop
-    from monitoring.localstack import binaries
-    from pruneops.errors import RuntimeUnavailable
+    from monitoring.localstack import MISSING_BINARIES, have_binaries
     from pruneops.registry import Registry
     from pruneops.settings import state_dir
     from pruneops.tasks import load_task
 
-    try:
-        binaries()
-    except RuntimeUnavailable as err:
-        console.print(f"[bold]4.[/] closed loop skipped: {err}")
+    if not have_binaries():
+        console.print(f"[bold]4.[/] closed loop skipped: {MISSING_BINARIES}")
         return
     challenger = Registry().aliases(name).get("challenger")
     console.print(f"[bold]4.[/] closed loop: server + sidecar + controller + Prometheus + Alertmanager"
