@@ -48,7 +48,7 @@ class RequestMetrics:
             ["reason"],
             registry=registry,
         )
-        for reason in ("overloaded", "too_large", "upstream_timeout", "upstream_unreachable"):
+        for reason in ("overloaded", "too_large", "upstream_timeout", "upstream_unreachable", "upstream_invalid"):
             self.rejected.labels(reason=reason)  # exported at 0 from the start, so rates exist
         self.request_bytes = Histogram(
             "pruneops_request_size_bytes", "Request body sizes.", buckets=SIZE_BUCKETS, registry=registry

@@ -259,16 +259,15 @@ def sidecar_cmd(
     drift_rows: Annotated[int, typer.Option(help="Also compute drift after this many new sampled rows.")] = 1000,
 ) -> None:
     """Reverse proxy in front of a V2 model server: latency/error metrics, sampling, drift, /metrics."""
-    from serving.sidecar import create_sidecar, run, served_champion
+    from serving.sidecar import Sidecar, served_champion
 
-    app = create_sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every)
+    sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every)
     if drift_interval > 0:
         from monitoring.drift import DriftWorker
 
-        state = app.state
-        DriftWorker(state.window, lambda: served_champion(state.last_served), state.registry,
+        DriftWorker(sidecar.window, lambda: served_champion(sidecar.last_served), sidecar.registry,
                     interval=drift_interval, every_rows=drift_rows, in_process=False).start()  # fmt: skip
-    run(upstream, port, app=app)
+    sidecar.run(port)
 
 
 @app.command("controller")

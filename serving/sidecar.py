@@ -11,35 +11,41 @@ copied into a bounded window, which the drift worker reads (monitoring).
 
 Protection: a body over ``max_body`` gets 413; past ``max_in_flight`` concurrent requests
 it answers 503 with ``Retry-After`` instead of queueing; a server slower than ``timeout``
-gets 504; an unreachable one gets 502. All of these answer ``{"error": ...}``.
+gets 504; an unreachable one, or one whose reply is not HTTP, gets 502. All of these
+answer ``{"error": ...}``. Bodies pass through as bytes (no decompression), so
+content-encoding travels with them.
 
-The upstream client is aiohttp's, not httpx's: on 2 cores httpx cost about 3 ms of CPU per
-forwarded request and saturated the sidecar at 200 requests/s, aiohttp about 1 ms
-(``benchmarks/serving_overhead.py``).
+The HTTP plumbing is :mod:`serving.http1`; this module is the policy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
+import signal
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from monitoring.metrics import RequestMetrics
-from serving.limits import MAX_BODY_BYTES, drained_if_oversized
+from serving.http1 import (
+    Reply,
+    Request,
+    UpstreamInvalidReply,
+    UpstreamPool,
+    UpstreamUnreachable,
+    error_reply,
+    start_server,
+)
+from serving.limits import MAX_BODY_BYTES
 
 INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/infer$")
-# Bodies pass through as bytes (no decompression), so content-encoding travels with them.
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+INFER_HEADER_LENGTH = b"inference-header-content-length"  # V2's binary extension: not JSON
 
 
 @dataclass
@@ -74,108 +80,127 @@ class SampleWindow:
         return ins, outs
 
 
-def create_sidecar(
-    upstream: str,
-    registry: CollectorRegistry | None = None,
-    window: SampleWindow | None = None,
-    max_in_flight: int = 64,
-    max_body: int = MAX_BODY_BYTES,
-    timeout: float = 10.0,
-    sample_every: int = 10,
-) -> Any:
-    """The sidecar as an ASGI app (Starlette) forwarding to ``upstream`` (``http://host:port``)."""
-    import aiohttp
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
+class Sidecar:
+    """The proxy: forwards to ``upstream`` (``http://host:port``), measures, samples, protects.
 
-    registry = registry if registry is not None else CollectorRegistry()
-    metrics = RequestMetrics(registry)
-    window = window if window is not None else SampleWindow()
-    upstream = upstream.rstrip("/")
-    # Created in the lifespan: an aiohttp session belongs to the event loop that serves.
-    sessions: list[aiohttp.ClientSession] = []
-    in_flight = 0
-    counter = 0
-    # model -> (version, alias) it last served; only names the server confirmed, so bounded.
-    last_served: dict[str, tuple[str, str]] = {}
+    Built on :mod:`serving.http1` (httptools on asyncio protocols), not an ASGI framework:
+    see that module for why. ``window``, ``registry`` and ``last_served`` are what the drift
+    worker reads.
 
-    def refuse(status: int, reason: str, message: str, retry: bool = False) -> JSONResponse:
-        metrics.rejected.labels(reason=reason).inc()
-        return JSONResponse({"error": message}, status_code=status, headers={"Retry-After": "1"} if retry else None)
+    >>> sidecar = Sidecar("http://127.0.0.1:8080", max_in_flight=8)
+    >>> sidecar.window.max_rows, sidecar.last_served
+    (5000, {})
+    """
 
-    async def metrics_endpoint(_request: Request) -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
-
-    async def proxy(request: Request) -> Response:
-        nonlocal in_flight, counter
-        if await drained_if_oversized(request, max_body):
-            return refuse(413, "too_large", f"request body over {max_body} bytes")
-        if in_flight >= max_in_flight:
-            return refuse(503, "overloaded", f"more than {max_in_flight} requests in flight; retry", retry=True)
-        in_flight += 1
-        metrics.in_flight.inc()
-        started = time.perf_counter()
-        try:
-            body = await request.body()
-            metrics.request_bytes.observe(len(body))
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-            if "content-type" not in headers and "inference-header-content-length" not in headers and body:
-                headers["content-type"] = "application/json"  # V2's default encoding
-            url = upstream + request.url.path
-            try:
-                async with sessions[0].request(
-                    request.method, url, params=list(request.query_params.multi_items()), data=body, headers=headers
-                ) as reply:
-                    content = await reply.read()
-                    status, reply_headers = reply.status, reply.headers
-            except TimeoutError:
-                return refuse(504, "upstream_timeout", f"model server did not answer within {timeout:g}s")
-            except aiohttp.ClientError as err:
-                return refuse(502, "upstream_unreachable", f"model server unreachable: {type(err).__name__}")
-            elapsed = time.perf_counter() - started
-            match = INFER_PATH.match(request.url.path)
-            labels = _labels(match["model"] if match else None, reply_headers, last_served)
-            if match:
-                metrics.duration.labels(**labels).observe(elapsed)
-                metrics.requests.labels(**labels, code=str(status)).inc()
-                counter += 1
-                if status == 200 and counter % sample_every == 0:
-                    # Decoded in a thread, not awaited: sampling never delays the response.
-                    asyncio.get_running_loop().run_in_executor(
-                        None, _sample, window, metrics, labels["model"], body, content
-                    )
-            metrics.response_bytes.observe(len(content))
-            out_headers = {k: v for k, v in reply_headers.items() if k.lower() not in HOP_HEADERS}
-            return Response(content, status_code=status, headers=out_headers)
-        finally:
-            in_flight -= 1
-            metrics.in_flight.dec()
-
-    routes = [
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/{path:path}", proxy, methods=["GET", "POST", "PUT", "DELETE", "HEAD"]),
-    ]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Any) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=max_in_flight)
-        sessions.append(
-            aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                auto_decompress=False,
-                # Forward the client's headers, not aiohttp's defaults (no unasked-for gzip).
-                skip_auto_headers=("Accept-Encoding", "User-Agent"),
-            )
+    def __init__(
+        self,
+        upstream: str,
+        registry: CollectorRegistry | None = None,
+        window: SampleWindow | None = None,
+        max_in_flight: int = 64,
+        max_body: int = MAX_BODY_BYTES,
+        timeout: float = 10.0,
+        sample_every: int = 10,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = RequestMetrics(self.registry)
+        self.window = window if window is not None else SampleWindow()
+        self.upstream = UpstreamPool(upstream, timeout=timeout, max_idle=max_in_flight)
+        self.max_in_flight, self.max_body, self.timeout, self.sample_every = (
+            max_in_flight,
+            max_body,
+            timeout,
+            sample_every,
         )
-        yield
-        await sessions.pop().close()
+        self.in_flight = 0
+        self.forwarded = 0
+        # model -> (version, alias) it last served; only names the server confirmed, so bounded.
+        self.last_served: dict[str, tuple[str, str]] = {}
+        self._labelled: dict[tuple[tuple[str, str, str], int], tuple[Histogram, Counter]] = {}
 
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.window, app.state.registry, app.state.last_served = window, registry, last_served
-    return app
+    async def handle(self, request: Request) -> Reply:
+        """Answer one request: ``GET /metrics`` here, everything else forwarded."""
+        if request.method == "GET" and request.path == "/metrics":
+            return Reply(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(self.registry))
+        if request.oversized:
+            return self._refuse(413, "too_large", f"request body over {self.max_body} bytes")
+        if self.in_flight >= self.max_in_flight:
+            return self._refuse(503, "overloaded", f"more than {self.max_in_flight} requests in flight; retry", True)
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            return await self._forward(request)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    async def _forward(self, request: Request) -> Reply:
+        started = time.perf_counter()
+        body, headers = request.body, request.headers
+        self.metrics.request_bytes.observe(len(body))
+        if body and request.header(b"content-type") is None and request.header(INFER_HEADER_LENGTH) is None:
+            headers = [*headers, (b"content-type", b"application/json")]  # V2's default encoding
+        try:
+            reply = await self.upstream.send(request.method, request.target, headers, body)
+        except TimeoutError:
+            return self._refuse(504, "upstream_timeout", f"model server did not answer within {self.timeout:g}s")
+        except UpstreamUnreachable as err:
+            return self._refuse(502, "upstream_unreachable", f"model server unreachable: {err}")
+        except UpstreamInvalidReply as err:
+            return self._refuse(502, "upstream_invalid", f"model server sent an invalid reply: {err}")
+        elapsed = time.perf_counter() - started
+        match = INFER_PATH.match(request.path)
+        if match:
+            labels = _labels(match["model"], reply, self.last_served)
+            duration, requests = self._series(labels, reply.status)
+            duration.observe(elapsed)
+            requests.inc()
+            self.forwarded += 1
+            if reply.status == 200 and self.forwarded % self.sample_every == 0:
+                # Decoded in a thread, not awaited: sampling never delays the response.
+                asyncio.get_running_loop().run_in_executor(
+                    None, _sample, self.window, self.metrics, labels[0], body, reply.body
+                )
+        self.metrics.response_bytes.observe(len(reply.body))
+        return reply
+
+    def _series(self, labels: tuple[str, str, str], status: int) -> tuple[Histogram, Counter]:
+        """The labelled duration and request series, looked up once: ``labels()`` costs more than a dict."""
+        series = self._labelled.get((labels, status))
+        if series is None:
+            series = (self.metrics.duration.labels(*labels), self.metrics.requests.labels(*labels, str(status)))
+            self._labelled[(labels, status)] = series
+        return series
+
+    def _refuse(self, status: int, reason: str, message: str, retry: bool = False) -> Reply:
+        self.metrics.rejected.labels(reason=reason).inc()
+        return error_reply(status, message, retry_after=1 if retry else None)
+
+    async def start(self, host: str, port: int) -> asyncio.base_events.Server:
+        """Listen on ``host:port``; the returned server runs until closed (port 0 picks a free one)."""
+        return await start_server(self.handle, host, port, max_body=self.max_body)
+
+    async def serve(self, host: str, port: int, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then stop accepting and let requests in flight finish."""
+        server = await self.start(host, port)
+        await stop.wait()
+        server.close()
+        deadline = time.monotonic() + self.timeout
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.upstream.close()
+
+    def run(self, port: int, host: str = "0.0.0.0") -> None:
+        """Serve on uvloop until SIGTERM or SIGINT (``pruneops sidecar``)."""
+        import uvloop
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+            await self.serve(host, port, stop)
+
+        uvloop.run(main())
 
 
 def served_champion(last_served: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
@@ -190,21 +215,20 @@ def served_champion(last_served: dict[str, tuple[str, str]]) -> tuple[str, str] 
     return next(((m, v) for m, (v, _a) in list(last_served.items())), None)
 
 
-def _labels(model: str | None, headers: Any, last_served: dict[str, tuple[str, str]]) -> dict[str, str]:
-    """Metric labels for one reply: what the server says it served.
+def _labels(model: str, reply: Reply, last_served: dict[str, tuple[str, str]]) -> tuple[str, str, str]:
+    """Metric labels (model, version, alias) for one reply: what the server says it served.
 
     Error replies carry no version headers (the server's error handlers build them), so
     they are labelled with the version that model last served, which is what an error ratio
     by version needs. A model the server never confirmed is ``unknown``, so labels stay bounded.
     """
-    version, alias = headers.get("x-pruneops-version"), headers.get("x-pruneops-alias", "unknown")
-    if model is not None and version is not None:
-        last_served[model] = (version, alias)
-        return {"model": model, "version": version, "alias": alias}
-    if model is not None and model in last_served:
-        version, alias = last_served[model]
-        return {"model": model, "version": version, "alias": alias}
-    return {"model": "unknown", "version": "unknown", "alias": "unknown"}
+    version, alias = reply.header(b"x-pruneops-version"), reply.header(b"x-pruneops-alias") or b"unknown"
+    if version is not None:
+        served = last_served[model] = (version.decode("latin-1"), alias.decode("latin-1"))
+        return (model, *served)
+    if model in last_served:
+        return (model, *last_served[model])
+    return ("unknown", "unknown", "unknown")
 
 
 def _sample(window: SampleWindow, metrics: RequestMetrics, model: str, body: bytes, reply: bytes) -> None:
@@ -219,11 +243,3 @@ def _sample(window: SampleWindow, metrics: RequestMetrics, model: str, body: byt
     except (ValueError, KeyError, IndexError, TypeError):
         return  # binary-encoded or non-V2 payloads are forwarded but not sampled
     metrics.sampled_rows.labels(model=model).inc(window.add(inputs, outputs))
-
-
-def run(upstream: str, port: int, app: Any = None, **options: Any) -> None:
-    """Serve the sidecar (or an ``app`` made by :func:`create_sidecar`) with uvicorn (``pruneops sidecar``)."""
-    import uvicorn
-
-    app = app if app is not None else create_sidecar(upstream, **options)
-    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning")

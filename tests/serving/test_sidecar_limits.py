@@ -1,7 +1,11 @@
-"""The sidecar protects itself and the server: 503 with Retry-After, 504, 502, bounded windows."""
+"""The sidecar protects itself and the server: 503 with Retry-After, 504, 502, bounded windows.
+
+The sidecar runs on an event loop in a thread of the test process, spoken to over real HTTP.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -10,9 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
-from serving.sidecar import SampleWindow, create_sidecar
+from serving.sidecar import SampleWindow, Sidecar
 from tests.conftest import free_port, wait_http
 
 pytestmark = pytest.mark.integration
@@ -41,17 +44,27 @@ def slow_upstream() -> Iterator[str]:
     server.shutdown()
 
 
-def start_sidecar(upstream: str, **options: object) -> str:
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread, stopped after the test."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+def start_sidecar(loop: asyncio.AbstractEventLoop, upstream: str, **options: object) -> str:
     port = free_port()
-    app = create_sidecar(upstream, **options)  # type: ignore[arg-type]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
+    sidecar = Sidecar(upstream, **options)  # type: ignore[arg-type]
+    asyncio.run_coroutine_threadsafe(sidecar.start("127.0.0.1", port), loop).result(timeout=10)
     wait_http(f"http://127.0.0.1:{port}/metrics", timeout=20)
     return f"http://127.0.0.1:{port}"
 
 
-def test_overload_answers_503_with_retry_after(slow_upstream: str) -> None:
-    sidecar = start_sidecar(slow_upstream, max_in_flight=1)
+def test_overload_answers_503_with_retry_after(loop: asyncio.AbstractEventLoop, slow_upstream: str) -> None:
+    sidecar = start_sidecar(loop, slow_upstream, max_in_flight=1)
     results: list[httpx.Response] = []
 
     def call() -> None:
@@ -69,22 +82,43 @@ def test_overload_answers_503_with_retry_after(slow_upstream: str) -> None:
     assert 'pruneops_requests_rejected_total{reason="overloaded"} 1.0' in metrics
 
 
-def test_slow_upstream_gives_504(slow_upstream: str) -> None:
-    sidecar = start_sidecar(slow_upstream, timeout=0.2)
+def test_slow_upstream_gives_504(loop: asyncio.AbstractEventLoop, slow_upstream: str) -> None:
+    sidecar = start_sidecar(loop, slow_upstream, timeout=0.2)
     reply = httpx.post(f"{sidecar}/v2/models/m/infer", json={}, timeout=10)
     assert reply.status_code == 504 and "did not answer within 0.2s" in reply.json()["error"]
 
 
-def test_unreachable_upstream_gives_502() -> None:
-    sidecar = start_sidecar(f"http://127.0.0.1:{free_port()}")
+def test_unreachable_upstream_gives_502(loop: asyncio.AbstractEventLoop) -> None:
+    sidecar = start_sidecar(loop, f"http://127.0.0.1:{free_port()}")
     reply = httpx.post(f"{sidecar}/v2/models/m/infer", json={}, timeout=10)
     assert reply.status_code == 502 and "unreachable" in reply.json()["error"]
 
 
-def test_oversized_body_gives_413(slow_upstream: str) -> None:
-    sidecar = start_sidecar(slow_upstream, max_body=1000)
-    reply = httpx.post(f"{sidecar}/v2/models/m/infer", content=b"0" * 5000, timeout=10)
-    assert reply.status_code == 413
+def test_oversized_body_gives_413(loop: asyncio.AbstractEventLoop, slow_upstream: str) -> None:
+    sidecar = start_sidecar(loop, slow_upstream, max_body=1000)
+    with httpx.Client(timeout=10) as client:
+        reply = client.post(f"{sidecar}/v2/models/m/infer", content=b"0" * 5000)
+        assert reply.status_code == 413 and "over 1000 bytes" in reply.json()["error"]
+        # Chunked, so no Content-Length announces it: still refused, and the connection lives on.
+        chunked = client.post(f"{sidecar}/v2/models/m/infer", content=iter([b"0" * 600, b"0" * 600]))
+        assert chunked.status_code == 413
+        assert client.get(f"{sidecar}/metrics").status_code == 200
+    metrics = httpx.get(f"{sidecar}/metrics").text
+    assert 'pruneops_requests_rejected_total{reason="too_large"} 2.0' in metrics
+
+
+def test_invalid_upstream_reply_gives_502(loop: asyncio.AbstractEventLoop) -> None:
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    upstream = asyncio.run_coroutine_threadsafe(asyncio.start_server(not_http, "127.0.0.1", 0), loop).result(10)
+    sidecar = start_sidecar(loop, f"http://127.0.0.1:{upstream.sockets[0].getsockname()[1]}")
+    reply = httpx.get(f"{sidecar}/v2/health/ready", timeout=10)
+    assert reply.status_code == 502 and "invalid reply" in reply.json()["error"]
+    assert 'pruneops_requests_rejected_total{reason="upstream_invalid"} 1.0' in httpx.get(f"{sidecar}/metrics").text
 
 
 @pytest.mark.unit
