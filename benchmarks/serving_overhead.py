@@ -1,8 +1,9 @@
 """What the sidecar adds: the same load direct to the model server and through the sidecar.
 
-Starts the model server (digits, ONNX Runtime) and the sidecar as processes on loopback,
-then drives ``--clients`` keep-alive connections (V2 JSON, batch 1) in alternating rounds:
-direct, sidecar, direct, ... so both see the same machine conditions.
+Starts the model server (digits, ONNX Runtime), the sidecar and a bare Python proxy
+(``benchmarks/bare_proxy.py``, the floor for any Python hop) as processes on loopback, then
+drives ``--clients`` keep-alive connections (V2 JSON, batch 1) in rounds that visit every
+path in rotating order, so all see the same machine conditions.
 
 Two kinds of load:
 
@@ -119,24 +120,57 @@ def result_load(rate: float | None) -> str:
     return f"fixed {rate:g} requests/s" if rate else "closed loop"
 
 
-def compare(ports: dict[str, int], args: argparse.Namespace, rate: float | None) -> dict[str, Any]:
-    """Alternating rounds direct/sidecar at one load; stats per path and what the sidecar added."""
-    samples: dict[str, list[float]] = {"direct": [], "sidecar": []}
-    errors = {"direct": 0, "sidecar": 0}
-    for index in range(args.rounds * 2):
-        name = ("direct", "sidecar")[index % 2] if index % 4 < 2 else ("sidecar", "direct")[index % 2]
-        latencies, failed = asyncio.run(round_of(ports[name], args.clients, args.seconds, rate))
-        print(f"{name} {result_load(rate)}: {len(latencies)} requests, {failed} errors", file=sys.stderr)
-        samples[name] += latencies
-        errors[name] += failed
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc), to divide by the requests it forwarded."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+PATHS = ("direct", "sidecar", "bare")
+
+
+def compare(
+    ports: dict[str, int], args: argparse.Namespace, rate: float | None, pids: dict[str, int]
+) -> dict[str, Any]:
+    """Rounds of every path at one load, in rotating order; stats per path and what each added.
+
+    ``bare`` is ``benchmarks/bare_proxy.py``: a hop through a Python process that does no work,
+    the floor any Python sidecar pays on this machine. Besides the pooled percentiles: each
+    proxy's added p50 and p99 per round against that round's direct path (their spread shows
+    the noise, and their median is robust to one disturbed round), and each proxy's CPU per
+    forwarded request (user + system, the kernel's loopback work included).
+    """
+    samples: dict[str, list[float]] = {name: [] for name in PATHS}
+    errors = dict.fromkeys(PATHS, 0)
+    round_p50: dict[str, list[float]] = {name: [] for name in PATHS}
+    round_p99: dict[str, list[float]] = {name: [] for name in PATHS}
+    cpu = dict.fromkeys(pids, 0.0)
+    for index in range(args.rounds):
+        for name in PATHS[index % 3 :] + PATHS[: index % 3]:  # each path goes first, second and last in turn
+            cpu_before = cpu_seconds(pids[name]) if name in pids else 0.0
+            latencies, failed = asyncio.run(round_of(ports[name], args.clients, args.seconds, rate))
+            if name in pids:
+                cpu[name] += cpu_seconds(pids[name]) - cpu_before
+            print(f"{name} {result_load(rate)}: {len(latencies)} requests, {failed} errors", file=sys.stderr)
+            samples[name] += latencies
+            errors[name] += failed
+            round_p50[name].append(float(np.percentile(latencies, 50)) * 1000)
+            round_p99[name].append(float(np.percentile(latencies, 99)) * 1000)
     seconds = args.rounds * args.seconds
-    result: dict[str, Any] = {
-        "load": result_load(rate),
-        "direct": stats(samples["direct"], seconds) | {"errors": errors["direct"]},
-        "sidecar": stats(samples["sidecar"], seconds) | {"errors": errors["sidecar"]},
-    }
-    for key in ("p50", "p90", "p99"):
-        result[f"added_{key}_ms"] = result["sidecar"][f"{key}_ms"] - result["direct"][f"{key}_ms"]
+    result: dict[str, Any] = {"load": result_load(rate)}
+    for name in PATHS:
+        result[name] = stats(samples[name], seconds) | {"errors": errors[name]}
+    for name in PATHS[1:]:
+        added: dict[str, Any] = {}
+        for key in ("p50", "p90", "p99"):
+            added[f"added_{key}_ms"] = result[name][f"{key}_ms"] - result["direct"][f"{key}_ms"]
+            added[f"ratio_{key}"] = result[name][f"{key}_ms"] / result["direct"][f"{key}_ms"]
+        for key, rounds in (("p50", round_p50), ("p99", round_p99)):
+            per_round = [p - d for d, p in zip(rounds["direct"], rounds[name], strict=True)]
+            added[f"added_{key}_ms_per_round"] = per_round
+            added[f"added_{key}_ms_median_of_rounds"] = float(np.median(per_round))
+        result[f"{name}_vs_direct"] = added
+    result["cpu_ms_per_request"] = {name: used * 1000 / max(1, len(samples[name])) for name, used in cpu.items()}
     return result
 
 
@@ -154,7 +188,7 @@ def main() -> None:
     env = {**os.environ, "PRUNEOPS_HOME": home, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     subprocess.run([sys.executable, "-m", "pruneops.cli", "init-demo"], env=env, check=True, capture_output=True)
-    ports = {"direct": free_port(), "sidecar": free_port()}
+    ports = {"direct": free_port(), "sidecar": free_port(), "bare": free_port()}
     cli = [sys.executable, "-m", "pruneops.cli"]
     server = subprocess.Popen([*cli, "serve", "--model", "digits", "--port", str(ports["direct"])], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -162,10 +196,15 @@ def main() -> None:
                                 "--port", str(ports["sidecar"]), "--max-in-flight", str(args.clients * 2),
                                 "--drift-interval", str(args.drift_interval)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    bare = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_proxy.py")),
+                             f"http://127.0.0.1:{ports['direct']}", str(ports["bare"])], env=env)  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{ports['direct']}/v2/health/ready", server, timeout=120)
         wait_http(f"http://127.0.0.1:{ports['sidecar']}/metrics", sidecar, timeout=120)
-        asyncio.run(round_of(ports["sidecar"], args.clients, 2.0, None))  # warm up both paths
+        wait_http(f"http://127.0.0.1:{ports['bare']}/v2/health/ready", bare, timeout=60)
+        pids = {"sidecar": sidecar.pid, "bare": bare.pid}
+        for name in PATHS:  # warm up every path
+            asyncio.run(round_of(ports[name], args.clients, 2.0, None))
         result: dict[str, Any] = {
             "benchmark": "serving_overhead",
             "clients": args.clients,
@@ -175,14 +214,14 @@ def main() -> None:
             "platform": platform.platform(),
             "model": "digits CNN (ONNX Runtime CPU), batch 1, V2 JSON",
             "sidecar_drift_interval_s": args.drift_interval,
-            "fixed_rate": [compare(ports, args, rate) for rate in args.rates],
-            "closed_loop": compare(ports, args, None),
+            "fixed_rate": [compare(ports, args, rate, pids) for rate in args.rates],
+            "closed_loop": compare(ports, args, None, pids),
         }
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "serving_overhead.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
     finally:
-        for process in (sidecar, server):
+        for process in (bare, sidecar, server):
             process.terminate()
             process.wait(timeout=20)
 
