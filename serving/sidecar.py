@@ -107,12 +107,8 @@ class Sidecar:
         self.metrics = RequestMetrics(self.registry)
         self.window = window if window is not None else SampleWindow()
         self.upstream = UpstreamPool(upstream, timeout=timeout, max_idle=max_in_flight)
-        self.max_in_flight, self.max_body, self.timeout, self.sample_every = (
-            max_in_flight,
-            max_body,
-            timeout,
-            sample_every,
-        )
+        self.max_in_flight, self.max_body = max_in_flight, max_body
+        self.timeout, self.sample_every = timeout, sample_every
         self.in_flight = 0
         # Read when scraped, not updated per request: two fewer locked updates on the hot path.
         self.metrics.in_flight.set_function(lambda: self.in_flight)
@@ -122,7 +118,12 @@ class Sidecar:
         self._labelled: dict[tuple[tuple[str, str, str], int], tuple[Histogram, Counter]] = {}
 
     async def handle(self, request: Request) -> Reply:
-        """Answer one request: ``GET /metrics`` here, everything else forwarded."""
+        """Answer one request: ``GET /metrics`` here, everything else forwarded.
+
+        >>> sidecar = Sidecar("http://127.0.0.1:8080", max_body=10)
+        >>> asyncio.run(sidecar.handle(Request("POST", b"/v2/models/m/infer", [], b"", oversized=True))).status
+        413
+        """
         if request.method == "GET" and request.path == "/metrics":
             return Reply(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(self.registry))
         if request.oversized:
@@ -178,7 +179,16 @@ class Sidecar:
         return error_reply(status, message, retry_after=1 if retry else None)
 
     async def start(self, host: str, port: int) -> asyncio.base_events.Server:
-        """Listen on ``host:port``; the returned server runs until closed (port 0 picks a free one)."""
+        """Listen on ``host:port``; the returned server runs until closed (port 0 picks a free one).
+
+        >>> async def listen() -> int:
+        ...     server = await Sidecar("http://127.0.0.1:8080").start("127.0.0.1", 0)
+        ...     listening = len(server.sockets)
+        ...     server.close()
+        ...     return listening
+        >>> asyncio.run(listen())
+        1
+        """
         return await start_server(self.handle, host, port, max_body=self.max_body)
 
     async def serve(self, host: str, port: int, stop: asyncio.Event) -> None:
@@ -197,7 +207,7 @@ class Sidecar:
 
         async def main() -> None:
             # Everything loaded so far lives as long as the process: keep it out of the
-            # collector's full passes, which otherwise stall the loop for milliseconds.
+            # collector's full passes, which would walk all of it each time, on the loop.
             gc.collect()
             gc.freeze()
             stop = asyncio.Event()

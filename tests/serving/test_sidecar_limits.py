@@ -6,6 +6,10 @@ The sidecar runs on an event loop in a thread of the test process, spoken to ove
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -80,6 +84,29 @@ def test_overload_answers_503_with_retry_after(loop: asyncio.AbstractEventLoop, 
     assert "in flight" in second.json()["error"]
     metrics = httpx.get(f"{sidecar}/metrics").text
     assert 'pruneops_requests_rejected_total{reason="overloaded"} 1.0' in metrics
+
+
+def test_sigterm_lets_the_request_in_flight_finish(slow_upstream: str) -> None:
+    """The sidecar as the pod runs it: on SIGTERM it stops accepting and answers what it holds."""
+    port = free_port()
+    sidecar = subprocess.Popen([sys.executable, "-m", "pruneops.cli", "sidecar", "--upstream", slow_upstream,
+                                "--port", str(port), "--drift-interval", "0"],
+                               env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/metrics", timeout=60, process=sidecar)
+        results: list[httpx.Response] = []
+        call = threading.Thread(target=lambda: results.append(httpx.post(f"http://127.0.0.1:{port}/v2/models/m/infer",
+                                                                          json={}, timeout=10)))  # fmt: skip
+        call.start()
+        time.sleep(0.3)  # the upstream holds it for 1 s
+        sidecar.send_signal(signal.SIGTERM)
+        call.join()
+        assert results[0].status_code == 200
+        assert sidecar.wait(timeout=10) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    finally:
+        sidecar.kill()
 
 
 def test_slow_upstream_gives_504(loop: asyncio.AbstractEventLoop, slow_upstream: str) -> None:
