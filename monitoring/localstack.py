@@ -41,14 +41,18 @@ MISSING_BINARIES = (
 )
 
 
+def _found_binaries() -> tuple[str | None, str | None]:
+    return find_binary(PROMETHEUS), find_binary(ALERTMANAGER, "alertmanager")
+
+
 def have_binaries() -> bool:
     """Whether Prometheus and Alertmanager are on PATH (tests skip the closed loop without them)."""
-    return find_binary(PROMETHEUS) is not None and find_binary(ALERTMANAGER, "alertmanager") is not None
+    return None not in _found_binaries()
 
 
 def binaries() -> tuple[str, str]:
     """Paths of Prometheus and Alertmanager, or a clear error saying how to install them."""
-    prometheus, alertmanager = find_binary(PROMETHEUS), find_binary(ALERTMANAGER, "alertmanager")
+    prometheus, alertmanager = _found_binaries()
     if prometheus is None or alertmanager is None:
         raise RuntimeUnavailable(MISSING_BINARIES)
     return prometheus, alertmanager
