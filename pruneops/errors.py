@@ -45,3 +45,15 @@ class ExportError(PruneopsError):
 
 class RuntimeUnavailable(PruneopsError):
     """A runtime the recipe asks for that cannot run on this machine; never silently replaced."""
+
+
+class UntrustedCodeError(ModelFormatError, TaskError):
+    """An import path (factory, replaced module, task) outside the operator's trusted modules.
+
+    It derives from both :class:`ModelFormatError` and :class:`TaskError`, so code that
+    refuses a bad model or a bad task refuses this too.
+    """
+
+
+class IntegrityError(ModelFormatError):
+    """A stored file whose sha256 differs from the digest recorded when it was registered."""

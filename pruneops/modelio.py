@@ -5,7 +5,9 @@ arguments. Structured pruning changes widths and head counts, so the file also r
 scalar attributes that differ from a fresh build (``overrides``, e.g. ``{"features.0":
 {"out_channels": 16}}``); the loader applies them and reshapes every parameter and buffer to
 the stored tensor's shape before loading it. Nothing is unpickled: weights go through
-safetensors, and the factory is code the user installed.
+safetensors. The factory and every ``replaced`` class are resolved through
+:mod:`pruneops.trust`: only ``nn.Module`` subclasses (or marked factories) from trusted
+modules are imported and called, because whoever writes the registry writes ``arch.json``.
 
 >>> import tempfile, torch
 >>> spec = ArchSpec(factory="torch.nn:Linear", kwargs={"in_features": 4, "out_features": 2})
@@ -19,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from pruneops.errors import ModelFormatError
+from pruneops.trust import resolve_module_class, resolve_trusted
 
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -66,23 +68,23 @@ class ArchSpec:
 
 
 def resolve(import_path: str) -> Any:
-    """Import ``pkg.module:attr`` and return the attribute.
+    """Import ``pkg.module:attr`` from a trusted module (:mod:`pruneops.trust`) and return it.
 
     >>> resolve("torch.nn:Linear").__name__
     'Linear'
     """
-    module_name, _, attr = import_path.partition(":")
-    if not module_name or not attr:
-        raise ModelFormatError(f"import path {import_path!r} must look like 'package.module:name'")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ModelFormatError(f"cannot import {import_path!r}: {err}") from None
+    return resolve_trusted(import_path)
 
 
 def build_model(spec: ArchSpec) -> nn.Module:
-    """A fresh, randomly initialised model from its spec (overrides not applied)."""
-    model = resolve(spec.factory)(**spec.kwargs)
+    """A fresh, randomly initialised model from its spec (overrides not applied).
+
+    The factory must be a trusted ``nn.Module`` subclass or marked factory; it is checked
+    before it is called.
+    """
+    if not isinstance(spec.kwargs, dict) or not all(isinstance(k, str) for k in spec.kwargs):
+        raise ModelFormatError(f"{ARCH_FILE}: kwargs must be an object of named arguments")
+    model = resolve_module_class(spec.factory)(**spec.kwargs)
     if not isinstance(model, nn.Module):
         raise ModelFormatError(f"factory {spec.factory!r} returned {type(model).__name__}, not a torch module")
     return model
@@ -103,7 +105,7 @@ def _build_with_replacements(spec: ArchSpec) -> nn.Module:
     for name, import_path in spec.replaced.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        parent._modules[child] = resolve(import_path)()
+        parent._modules[child] = resolve_module_class(import_path, what="replacement module")()
     return model
 
 

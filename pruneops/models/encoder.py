@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pruneops.trust import model_factory
+
 
 class Embeddings(nn.Module):
     def __init__(self, vocab_size: int, hidden: int, max_positions: int, type_vocab: int, eps: float) -> None:
@@ -144,6 +146,7 @@ class Encoder(nn.Module):
         return hidden
 
 
+@model_factory
 def build(**kwargs: int | float) -> Encoder:
     """The architecture factory named in ``arch.json``: ``Encoder(**kwargs)``."""
     return Encoder(**kwargs)  # type: ignore[arg-type]

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruneops.errors import ModelFormatError, TaskError
-from pruneops.modelio import ArchSpec, resolve
+from pruneops.errors import UntrustedCodeError
+from pruneops.modelio import ArchSpec
+from pruneops.trust import resolve_trusted
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -92,18 +93,19 @@ class Task(ABC):
 def load_task(import_path: str) -> Task:
     """Resolve ``package.module:attribute`` to a :class:`Task` instance.
 
-    The attribute may be a Task instance or a zero-argument callable returning one.
+    The module must be trusted (:mod:`pruneops.trust`; a version's ``pruneops.task`` tag is
+    written by whoever writes the registry). The attribute must be a Task instance, or a
+    Task subclass, which is then built without arguments; nothing else is called.
 
     >>> load_task("pruneops.tasks.digits:nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pruneops.errors.TaskError: cannot import 'pruneops.tasks.digits:nope': ...
+    pruneops.errors.UntrustedCodeError: cannot import 'pruneops.tasks.digits:nope': ...
     """
-    try:
-        found = resolve(import_path)
-    except ModelFormatError as err:
-        raise TaskError(str(err)) from None
-    task = found() if callable(found) and not isinstance(found, Task) else found
-    if not isinstance(task, Task):
-        raise TaskError(f"{import_path!r} is a {type(task).__name__}, not a pruneops Task")
-    return task
+    found = resolve_trusted(import_path, what="import task")
+    if isinstance(found, Task):
+        return found
+    if isinstance(found, type) and issubclass(found, Task):
+        return found()
+    kind = "class" if isinstance(found, type) else type(found).__name__
+    raise UntrustedCodeError(f"refusing task {import_path!r}: it is a {kind}, not a pruneops Task or Task subclass")

@@ -23,6 +23,7 @@ from torch import nn
 
 from pruneops.modelio import ArchSpec
 from pruneops.tasks import Batch, Task
+from pruneops.trust import model_factory
 
 NUM_CLASSES = 10
 
@@ -48,6 +49,7 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+@model_factory
 def build(channels: list[int] | tuple[int, int, int] = (32, 64, 128), hidden: int = 128) -> DigitsCNN:
     """The architecture factory named in ``arch.json``.
 

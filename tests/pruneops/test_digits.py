@@ -64,8 +64,9 @@ def test_load_task_by_import_path() -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("pruneops.tasks.digits", "must look like 'package.module:name'"),
-        ("no_such_package.tasks:task", "cannot import"),
+        ("pruneops.tasks.digits", "must look like 'package.module:Name'"),
+        ("no_such_package.tasks:task", "is not trusted"),
+        ("pruneops.no_such_module:task", "cannot import"),
         ("pruneops.tasks.digits:NUM_CLASSES", "not a pruneops Task"),
     ],
 )

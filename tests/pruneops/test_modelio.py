@@ -83,6 +83,8 @@ def test_malformed_arch(tmp_path: Path, digits_baseline: nn.Module) -> None:
         load_model(tmp_path)
 
 
-def test_factory_must_build_a_module(tmp_path: Path) -> None:
-    with pytest.raises(ModelFormatError, match="not a torch module"):
+def test_factory_must_be_a_trusted_module_class(tmp_path: Path) -> None:
+    with pytest.raises(ModelFormatError, match="not trusted"):
         save_model(nn.Linear(2, 2), tmp_path, ArchSpec("builtins:dict"))
+    with pytest.raises(ModelFormatError, match=r"not an nn\.Module subclass"):
+        save_model(nn.Linear(2, 2), tmp_path, ArchSpec("pruneops.settings:state_dir"))
