@@ -6,7 +6,7 @@ champion over the challenger's ``RolloutSpec.window`` (the recipe's ``rollout`` 
 recorded on the version as the ``pruneops.rollout`` tag) and compare:
 
 - p99 latency ratio (challenger / champion) <= ``max_latency_ratio``;
-- challenger 5xx ratio <= ``max_error_ratio``;
+- challenger server-fault ratio (500, 502, 503, 504) <= ``max_error_ratio``;
 - the model's input drift share <= ``max_drift_share``;
 - shadow agreement >= ``min_shadow_agreement`` when the server shadows the challenger.
 
@@ -40,7 +40,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import ControllerMetrics
+from monitoring.metrics import SERVER_FAULT_REGEX, ControllerMetrics
 from monitoring.prom import PrometheusUnavailable, PromQuery
 from pruneops.errors import NotFoundError, PruneopsError
 from pruneops.recipe import RolloutSpec
@@ -69,7 +69,7 @@ def analyse(prom: PromQuery, model: str, champion: str, challenger: str, spec: R
     """
     w = spec.window
     challenger_sel = f'model="{model}",version="{challenger}"'
-    errors_sel = challenger_sel + ',code=~"5.."'
+    errors_sel = challenger_sel + f',code=~"{SERVER_FAULT_REGEX}"'
 
     def p99(version: str) -> float | None:
         buckets = f'pruneops_request_duration_seconds_bucket{{model="{model}",version="{version}"}}'

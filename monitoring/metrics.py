@@ -10,8 +10,8 @@ with the version the server says it served, or ``unknown``. Each group takes a
 >>> from prometheus_client import CollectorRegistry
 >>> registry = CollectorRegistry()
 >>> m = ServerMetrics(registry)
->>> m.load_failures.labels(model="digits").inc()
->>> registry.get_sample_value("pruneops_model_load_failures_total", {"model": "digits"})
+>>> m.load_failures.labels(model="digits", reason="integrity").inc()
+>>> registry.get_sample_value("pruneops_model_load_failures_total", {"model": "digits", "reason": "integrity"})
 1.0
 """
 
@@ -21,9 +21,20 @@ import contextlib
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+#: HTTP statuses of an inference that are the server's fault and feed the rollback signal. Client
+#: errors (4xx), 501 and the sidecar's own overload 503 never do. The rules and the controller use
+#: :data:`SERVER_FAULT_REGEX`; a test keeps monitoring/prometheus/rules.yaml in line with it.
+SERVER_FAULT_CODES = ("500", "502", "503", "504")
+SERVER_FAULT_REGEX = "|".join(SERVER_FAULT_CODES)
+
 # Latency buckets from 0.5 ms to 10 s: pruned CPU models answer in well under a millisecond.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+
+#: Every reason the sidecar refuses a request or a connection itself.
+REJECTED_REASONS = ("overloaded", "too_large", "route", "upstream_timeout", "upstream_unreachable",
+                    "upstream_invalid", "connections", "buffer_budget", "header_timeout", "body_timeout")  # fmt: skip
 
 
 class RequestMetrics:
@@ -44,11 +55,12 @@ class RequestMetrics:
         self.in_flight = Gauge("pruneops_requests_in_flight", "Requests being forwarded now.", registry=registry)
         self.rejected = Counter(
             "pruneops_requests_rejected_total",
-            "Requests the sidecar answered itself (overload 503, too large 413, upstream 502/504).",
+            "Requests the sidecar answered itself (overload 503, too large 413, unknown route 404/405, "
+            "upstream 502/504, slow or excess connections).",
             ["reason"],
             registry=registry,
         )
-        for reason in ("overloaded", "too_large", "upstream_timeout", "upstream_unreachable", "upstream_invalid"):
+        for reason in REJECTED_REASONS:
             self.rejected.labels(reason=reason)  # exported at 0 from the start, so rates exist
         self.request_bytes = Histogram(
             "pruneops_request_size_bytes", "Request body sizes.", buckets=SIZE_BUCKETS, registry=registry
@@ -67,7 +79,14 @@ class ServerMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.load_failures = Counter(
             "pruneops_model_load_failures_total",
-            "Versions that failed to load, warm up or pass the smoke inference (the old one kept serving).",
+            "Versions refused (once each; the old one kept serving), by reason: untrusted_code, integrity, "
+            "smoke_test, runtime_unavailable, invalid_model, registry (tried again), error.",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.restores = Counter(
+            "pruneops_model_restores_total",
+            "Times the served model was missing from the server's repository and was put back.",
             ["model"],
             registry=registry,
         )

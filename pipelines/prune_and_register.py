@@ -86,6 +86,7 @@ def build_pipeline(gpu: GpuPlacement | None = None) -> dsl.graph_component.Graph
             recipe=recipe,
             task=task,
             tracking_uri=tracking_uri,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         # Step 6: only a version whose gate passed becomes the challenger.
         with dsl.If(checked.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - KFP condition

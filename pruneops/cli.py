@@ -31,6 +31,9 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 ModelArg = Annotated[str, typer.Argument(help="Registered model name.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why; recorded in the audit trail.")]
+HostOpt = Annotated[
+    str, typer.Option(help="Address to listen on: loopback by default; 0.0.0.0 in a pod (the chart sets it).")
+]
 
 
 def _one_line_errors(func: F) -> F:
@@ -174,7 +177,7 @@ def run_cmd(
 @_one_line_errors
 def trigger_cmd(
     config: Annotated[str, typer.Option("--config", help="YAML: task, and models mapped to recipe files.")],
-    host: Annotated[str, typer.Option(help="Address to listen on (webhook mode).")] = "127.0.0.1",
+    host: HostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (webhook mode).")] = 8085,
     poll_interval: Annotated[
         float | None, typer.Option(help="Poll the registry every N seconds instead of receiving webhooks.")
@@ -235,6 +238,11 @@ def serve_cmd(
     canary: Annotated[float, typer.Option(help="Fraction of requests sent to the challenger.")] = 0.0,
     shadow: Annotated[bool, typer.Option(help="Mirror requests to the challenger and compare.")] = False,
     device: Annotated[str, typer.Option(help="cpu, or cuda (ONNX Runtime's CUDA provider, torch-sparse).")] = "cpu",
+    host: HostOpt = "127.0.0.1",
+    max_batch: Annotated[int, typer.Option(help="Rows one request may carry; more get 400.")] = 1024,
+    max_connections: Annotated[
+        int, typer.Option(help="Connections and requests at once; more get 503. Keep it above the sidecar's.")
+    ] = 512,
 ) -> None:
     """Serve a model over the V2 protocol, following a registry alias with hot swaps."""
     import logging
@@ -242,7 +250,7 @@ def serve_cmd(
     from serving.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(model, port, alias, poll_interval, canary, shadow, device)
+    serve(model, port, alias, poll_interval, canary, shadow, device, host, max_batch, max_connections)
 
 
 @app.command("sidecar")
@@ -257,6 +265,7 @@ def sidecar_cmd(
         float, typer.Option(help="Seconds between drift computations against the registry's reference; 0 = off.")
     ] = 30.0,
     drift_rows: Annotated[int, typer.Option(help="Also compute drift after this many new sampled rows.")] = 1000,
+    host: HostOpt = "127.0.0.1",
 ) -> None:
     """Reverse proxy in front of a V2 model server: latency/error metrics, sampling, drift, /metrics."""
     from serving.sidecar import Sidecar, served_champion
@@ -267,7 +276,7 @@ def sidecar_cmd(
 
         DriftWorker(sidecar.window, lambda: served_champion(sidecar.last_served), sidecar.registry,
                     interval=drift_interval, every_rows=drift_rows, in_process=False).start()  # fmt: skip
-    sidecar.run(port)
+    sidecar.run(port, host)
 
 
 @app.command("controller")
@@ -277,6 +286,7 @@ def controller_cmd(
     prometheus: Annotated[str, typer.Option(help="Prometheus URL the analysis queries.")] = "http://127.0.0.1:9090",
     port: Annotated[int, typer.Option(help="Port for /alerts (Alertmanager webhook) and /metrics.")] = 8090,
     interval: Annotated[float, typer.Option(help="Seconds between analysis runs.")] = 10.0,
+    host: HostOpt = "127.0.0.1",
 ) -> None:
     """Rollout controller: promote on live analysis, roll back on alerts (token: PRUNEOPS_CONTROLLER_TOKEN)."""
     import logging
@@ -293,7 +303,7 @@ def controller_cmd(
     for name in model:
         controller.analyse_once(name)  # export the registry state before the first scrape
     controller.run()
-    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @app.command("compile")

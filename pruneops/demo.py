@@ -48,7 +48,7 @@ def register_baseline(
     metrics = task.evaluate(model)
     reference, columns = task.reference_table(model)
     with tempfile.TemporaryDirectory() as tmp:
-        save_model(model, tmp, task.arch)
+        save_model(model, tmp, task.arch, probe=task.probe(model))
         info = registry.register(
             name,
             tmp,

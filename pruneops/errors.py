@@ -57,3 +57,7 @@ class UntrustedCodeError(ModelFormatError, TaskError):
 
 class IntegrityError(ModelFormatError):
     """A stored file whose sha256 differs from the digest recorded when it was registered."""
+
+
+class ProbeMismatch(ModelFormatError):
+    """A model whose outputs on its probe inputs are non-finite, of another shape, or disagree with those recorded."""

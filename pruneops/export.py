@@ -101,6 +101,25 @@ def parity(model: nn.Module, path: str | Path, inputs: torch.Tensor) -> Parity:
     return Parity(float(diff.max()), float((diff / np.maximum(np.abs(expected), 1e-12)).max()))
 
 
+def onnx_outputs(path: str | Path, inputs: np.ndarray) -> np.ndarray:
+    """The first output of an ONNX file run on ``inputs`` with ONNX Runtime (CPU); a file that will not run raises.
+
+    >>> onnx_outputs("missing.onnx", np.zeros((1, 2), np.float32))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ExportError: missing.onnx does not run in ONNX Runtime: ...
+    """
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        result: np.ndarray = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    except Exception as err:  # noqa: BLE001 - ORT raises its own types for corrupt or mismatched files
+        first = str(err).splitlines()[0] if str(err) else repr(err)
+        raise ExportError(f"{path} does not run in ONNX Runtime: {first}") from None
+    return result
+
+
 @contextlib.contextmanager
 def _quiet():  # type: ignore[no-untyped-def]
     """The dynamo exporter prints progress and torchvision warnings; keep logs readable."""

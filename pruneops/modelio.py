@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pruneops.errors import ModelFormatError
+from pruneops.probe import Probe, check_finite_weights, check_round_trip
 from pruneops.trust import resolve_module_class, resolve_trusted
 
 ARCH_FILE = "arch.json"
@@ -133,11 +134,12 @@ def scalar_overrides(model: nn.Module, spec: ArchSpec) -> dict[str, dict[str, An
     return overrides
 
 
-def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec) -> Path:
-    """Write ``arch.json`` and ``model.safetensors`` into ``folder``; return the folder.
+def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec, probe: Probe | None = None) -> Path:
+    """Write ``arch.json`` and ``model.safetensors`` (and ``probe.safetensors``) into ``folder``; return it.
 
     Tensors are saved contiguous and detached; reparametrizations (pruning masks) must
-    already be made permanent.
+    already be made permanent. ``probe`` (:func:`pruneops.probe.record`, taken from this
+    model in memory) is what registration checks the stored files against.
     """
     from safetensors.torch import save_file
 
@@ -152,7 +154,31 @@ def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec) -> Path:
         raise ModelFormatError("model still has parametrizations; call make_permanent(model) before saving")
     save_file(state, str(folder / WEIGHTS_FILE))
     (folder / ARCH_FILE).write_text(full.to_json())
+    if probe is not None:
+        probe.save(folder)
     return folder
+
+
+def verify_saved(folder: str | Path) -> nn.Module:
+    """Load a saved model and prove it before it is registered; returns the loaded model.
+
+    Its weights must be finite, and it must reproduce the outputs recorded in its probe by
+    the model in memory (a save that lost a width or an attribute fails here).
+
+    >>> import tempfile, torch
+    >>> from pruneops.probe import VALUES, record
+    >>> model = torch.nn.Linear(4, 2)
+    >>> spec = ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 2})
+    >>> folder = save_model(model, tempfile.mkdtemp(), spec, record(model, torch.randn(3, 4), VALUES))
+    >>> verify_saved(folder).out_features
+    2
+    """
+    folder = Path(folder)
+    probe = Probe.load(folder)
+    model = load_model(folder)
+    check_finite_weights(model.state_dict(), str(folder))
+    check_round_trip(model, probe, str(folder))
+    return model
 
 
 def load_model(folder: str | Path) -> nn.Module:

@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -41,6 +42,7 @@ import numpy as np
 
 from pruneops import settings
 from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
+from pruneops.integrity import digest_tags, file_digests, verify_folder
 
 TAG_PREFIX = "pruneops."
 EVENT_PREFIX = "pruneops.event."
@@ -48,6 +50,14 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 EXPERIMENT = "pruneops"
 MODEL_DIR, REFERENCE_DIR, REPORT_DIR = "model", "reference", "report"
 REFERENCE_FILE, REPORT_FILE = "reference.parquet", "evaluation.json"
+#: Run tags of a registration in progress: its key, its model and the process doing it.
+REGISTRATION_KEY, REGISTRATION_MODEL, REGISTRATION_OWNER = (
+    "pruneops.registration.key",
+    "pruneops.registration.model",
+    "pruneops.registration.owner",
+)
+#: A registration run still RUNNING this long after it started is abandoned, whoever owned it.
+STALE_REGISTRATION_S = 3600.0
 
 # Fail within seconds, not minutes, when a remote tracking server is down (MLflow's own
 # default retries for several minutes). Users can still override both.
@@ -158,7 +168,7 @@ class Registry:
         for alias, number in self.aliases(name).items():
             by_version.setdefault(number, []).append(alias)
         with self._mlflow_errors(f"versions of {name!r}"):
-            found = self._client.search_model_versions(f"name = '{name}'")
+            found = self._client.search_model_versions(f"name = '{_quoted(name)}'")
         # search results carry no aliases, so they come from the model's alias map.
         infos = [replace(self._info(v), aliases=tuple(sorted(by_version.get(str(v.version), [])))) for v in found]
         return sorted(infos, key=lambda v: int(v.version))
@@ -169,8 +179,14 @@ class Registry:
         events = [AliasEvent(**json.loads(v)) for k, v in tags.items() if k.startswith(EVENT_PREFIX)]
         return sorted(events, key=lambda e: e.at)
 
-    def download(self, name: str, ref: str | int, dest: str | Path, part: str = MODEL_DIR) -> Path:
-        """Download a version's ``model``, ``reference`` or ``report`` folder into ``dest``."""
+    def download(self, name: str, ref: str | int, dest: str | Path, part: str = MODEL_DIR, verify: bool = True) -> Path:
+        """Download a version's ``model``, ``reference`` or ``report`` folder into ``dest``.
+
+        ``model`` and ``reference`` are checked file by file against the sha256 digests recorded
+        at registration (:mod:`pruneops.integrity`) before anything reads them; a mismatch, a
+        missing or an added file raises :class:`IntegrityError`. ``verify=False`` is for
+        source versions registered outside pruneops, which carry no digests.
+        """
         import mlflow
 
         info = self.resolve(name, ref)
@@ -181,6 +197,8 @@ class Registry:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, dst_path=str(dest), tracking_uri=self.tracking_uri
             )
+        if verify and part in (MODEL_DIR, REFERENCE_DIR):
+            verify_folder(local, part, info.tags, what=f"{name} v{info.version}")
         return Path(local)
 
     def load_model(self, name: str, ref: str | int = CHAMPION) -> Any:
@@ -211,43 +229,91 @@ class Registry:
         feature_names: list[str] | None = None,
         report: Mapping[str, Any] | None = None,
         extra_artifacts: Mapping[str, str | Path] | None = None,
+        key: str | None = None,
     ) -> VersionInfo:
         """Register a saved model folder as a new version, with lineage and evidence.
 
-        The model is loaded back before anything is written, so a corrupt or incomplete
-        folder is refused. Tags are given without the ``pruneops.`` prefix and set in the same
-        call that creates the version, so a version never exists without its lineage. If any
-        step fails, no version is created and a model created by this call is removed.
+        Before anything is written the folder must prove itself (:func:`pruneops.modelio.verify_saved`):
+        it loads, its weights are finite, and it reproduces the outputs its probe recorded
+        in memory. Tags are given without the ``pruneops.`` prefix and set in the same call
+        that creates the version, together with the sha256 of every file uploaded, so a
+        version never exists without its lineage and digests.
+
+        Crash safety: ``key`` names one logical registration (the pipeline passes its run
+        id). Calling again with the same key after a crash, at any line, returns the version
+        that call created, or finishes the work; no run is left RUNNING. Without a key, each
+        call also cleans up registrations whose process died. If a step fails, no version is
+        created and a model created by this call is removed.
         """
-
-        from pruneops.modelio import load_model
-
         model_dir = Path(model_dir)
-        load_model(model_dir)  # refuse what would not serve
-        full_tags = {TAG_PREFIX + k: str(v) for k, v in (tags or {}).items() if v is not None}
+        _admit(model_dir)  # refuse what would not serve
         experiment_id = self._experiment_id()
-        created_model = False
-        run_id = None
-        try:
+        with tempfile.TemporaryDirectory() as tmp:
+            reference_dir = _write_reference(Path(tmp) / REFERENCE_DIR, reference, feature_names)
+            digests = file_digests(model_dir, MODEL_DIR)
+            if reference_dir is not None:
+                digests |= file_digests(reference_dir, REFERENCE_DIR)
+            full_tags = {TAG_PREFIX + k: str(v) for k, v in (tags or {}).items() if v is not None}
+            full_tags |= {TAG_PREFIX + k: v for k, v in digest_tags(digests).items()}
             with self._mlflow_errors(f"registering {name!r}"):
-                run = self._client.create_run(experiment_id, run_name=f"{name}-register", tags=full_tags)
-                run_id = run.info.run_id
-                self._log_evidence(run_id, model_dir, metrics, reference, feature_names, report, extra_artifacts)
-                if self._find_model(name) is None:
-                    self._client.create_registered_model(name, description="managed by pruneops")
-                    created_model = True
-                version = self._client.create_model_version(
-                    name, source=f"{run.info.artifact_uri}/{MODEL_DIR}", run_id=run_id, tags=full_tags
-                )
-                self._client.set_terminated(run_id, "FINISHED")
-                return self._info(version)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                if run_id:
-                    self._client.set_terminated(run_id, "FAILED")
-                if created_model:
-                    self._client.delete_registered_model(name)
-            raise
+                finished = self._recover_registrations(experiment_id, name, key)
+            if finished is not None:
+                return finished
+            created_model, run_id = False, None
+            try:
+                with self._mlflow_errors(f"registering {name!r}"):
+                    run_tags = full_tags | {REGISTRATION_MODEL: name, REGISTRATION_OWNER: _owner()}
+                    if key:
+                        run_tags[REGISTRATION_KEY] = key
+                    run = self._client.create_run(experiment_id, run_name=f"{name}-register", tags=run_tags)
+                    run_id = run.info.run_id
+                    self._log_evidence(run_id, model_dir, metrics, reference_dir, report, extra_artifacts)
+                    if self._find_model(name) is None:
+                        self._client.create_registered_model(name, description="managed by pruneops")
+                        created_model = True
+                    version = self._client.create_model_version(
+                        name, source=f"{run.info.artifact_uri}/{MODEL_DIR}", run_id=run_id, tags=full_tags
+                    )
+                    self._client.set_terminated(run_id, "FINISHED")
+                    return self._info(version)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    if run_id:
+                        self._client.set_terminated(run_id, "FAILED")
+                    if created_model:
+                        self._client.delete_registered_model(name)
+                raise
+
+    def _recover_registrations(self, experiment_id: str, name: str, key: str | None) -> VersionInfo | None:
+        """Finish or fail registrations of ``name`` left RUNNING by a dead process.
+
+        Returns the version an earlier call with the same ``key`` created, if there is one.
+        """
+        mine: VersionInfo | None = None
+        if key:
+            done = self._client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{REGISTRATION_KEY}` = '{_quoted(key)}' and attributes.status = 'FINISHED'",
+            )
+            for run in done:
+                mine = mine or self._version_of_run(name, run.info.run_id)
+        running = self._client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{REGISTRATION_MODEL}` = '{_quoted(name)}' and attributes.status = 'RUNNING'",
+        )
+        for run in running:
+            same_key = bool(key) and run.data.tags.get(REGISTRATION_KEY) == key
+            if not same_key and not _abandoned(run.data.tags.get(REGISTRATION_OWNER, ""), run.info.start_time):
+                continue  # another registration, still under way
+            version = self._version_of_run(name, run.info.run_id)
+            self._client.set_terminated(run.info.run_id, "FINISHED" if version else "FAILED")
+            if same_key and version is not None:
+                mine = version
+        return mine
+
+    def _version_of_run(self, name: str, run_id: str) -> VersionInfo | None:
+        found = self._client.search_model_versions(f"name = '{_quoted(name)}' and run_id = '{_quoted(run_id)}'")
+        return self.version(name, found[0].version) if found else None
 
     def set_tags(self, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
         """Set ``pruneops.`` tags on an existing version."""
@@ -402,23 +468,17 @@ class Registry:
         run_id: str,
         model_dir: Path,
         metrics: Mapping[str, float] | None,
-        reference: np.ndarray | None,
-        feature_names: list[str] | None,
+        reference_dir: Path | None,
         report: Mapping[str, Any] | None,
         extra_artifacts: Mapping[str, str | Path] | None,
     ) -> None:
-        import pandas as pd
-
         self._client.log_artifacts(run_id, str(model_dir), MODEL_DIR)
         for key, value in (metrics or {}).items():
             self._client.log_metric(run_id, key, float(value))
-        with tempfile.TemporaryDirectory() as tmp:
-            if reference is not None:
-                columns = feature_names or [f"f{i}" for i in range(reference.shape[1])]
-                frame = pd.DataFrame(np.asarray(reference), columns=columns)
-                frame.to_parquet(Path(tmp) / REFERENCE_FILE)
-                self._client.log_artifact(run_id, str(Path(tmp) / REFERENCE_FILE), REFERENCE_DIR)
-            if report is not None:
+        if reference_dir is not None:
+            self._client.log_artifacts(run_id, str(reference_dir), REFERENCE_DIR)
+        if report is not None:
+            with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
                 self._client.log_artifact(run_id, str(Path(tmp) / REPORT_FILE), REPORT_DIR)
         for artifact_path, local in (extra_artifacts or {}).items():
@@ -500,6 +560,60 @@ def _retry_conflict(write: Any, *args: Any, attempts: int = 4) -> None:
             if not conflict or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def _admit(model_dir: Path) -> None:
+    """Refuse a folder that would not serve: it must load and reproduce its probe (and its ONNX file too)."""
+    from pruneops.modelio import verify_saved
+    from pruneops.probe import Probe, check_outputs
+
+    verify_saved(model_dir)
+    onnx_path = model_dir / "model.onnx"
+    if onnx_path.is_file():
+        from pruneops.export import onnx_outputs
+
+        probe = Probe.load(model_dir)
+        check_outputs(probe, onnx_outputs(onnx_path, probe.inputs), f"{model_dir / 'model.onnx'}")
+
+
+def _write_reference(folder: Path, reference: np.ndarray | None, feature_names: list[str] | None) -> Path | None:
+    """The drift reference sample as ``reference.parquet`` in ``folder`` (None when there is none)."""
+    if reference is None:
+        return None
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = feature_names or [f"f{i}" for i in range(reference.shape[1])]
+    pd.DataFrame(np.asarray(reference), columns=columns).to_parquet(folder / REFERENCE_FILE)
+    return folder
+
+
+def _owner() -> str:
+    """Who runs a registration: ``host:pid``, so a later call can tell whether it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _abandoned(owner: str, start_time_ms: int | None) -> bool:
+    """Whether a RUNNING registration's process is gone: dead on this host, or silent for too long."""
+    if start_time_ms is not None and time.time() - start_time_ms / 1000 > STALE_REGISTRATION_S:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by another user
+    return False
+
+
+def _quoted(value: str) -> str:
+    """A value for a single-quoted MLflow search filter; quotes would change the filter, so they are refused."""
+    if "'" in value or "\\" in value:
+        raise RegistryError(f"{value!r}: quotes and backslashes are not allowed in model names and keys")
+    return value
 
 
 def _now() -> str:

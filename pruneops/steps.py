@@ -73,12 +73,19 @@ def recipe_from_json(text: str) -> Recipe:
 
 
 def baseline(model_name: str, version: str, task_path: str, out_dir: str | Path) -> dict[str, float]:
-    """Download the source version into ``out_dir`` and measure its metrics there."""
-    from pruneops.registry import Registry
+    """Download the source version into ``out_dir`` and measure its metrics there.
+
+    Its files are checked against the digests recorded at registration when it has them;
+    a source model a team registered outside pruneops has none.
+    """
+    from pruneops.integrity import recorded_digests
+    from pruneops.registry import MODEL_DIR, Registry
 
     out_dir = Path(out_dir)
+    registry = Registry()
+    signed = bool(recorded_digests(registry.resolve(model_name, version).tags, MODEL_DIR))
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Registry().download(model_name, version, tmp)
+        folder = registry.download(model_name, version, tmp, verify=signed)
         shutil.copytree(folder, out_dir, dirs_exist_ok=True)
     task = load_task(task_path)
     metrics = task.evaluate(load_model(out_dir))
@@ -110,7 +117,7 @@ def prune(dense_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | 
             {k: v.to(torch.uint8).contiguous() for k, v in result.report.masks.items()}, str(out_dir / MASKS_FILE)
         )
     make_permanent(model)
-    save_model(model, out_dir, task.arch)
+    save_model(model, out_dir, task.arch, probe=task.probe(model))
     report = result.report.to_dict() | {"steps": result.steps}
     (out_dir / PRUNE_REPORT).write_text(json.dumps(report, indent=2, default=float))
     return report
@@ -135,7 +142,7 @@ def finetune(
     result = run_finetune(model, task, recipe.finetune, teacher=teacher, progress=False)
     make_permanent(model)
     out_dir = Path(out_dir)
-    save_model(model, out_dir, task.arch)
+    save_model(model, out_dir, task.arch, probe=task.probe(model))
     shutil.copy(Path(pruned_dir) / PRUNE_REPORT, out_dir / PRUNE_REPORT)
     summary = {"epochs": len(result.history), "best_metric": result.best_metric, "history": result.history}
     (out_dir / "finetune.json").write_text(json.dumps(summary, indent=2))
@@ -179,8 +186,13 @@ def register(
     recipe: Recipe,
     task_path: str,
     report_html: str | Path | None = None,
+    run_key: str = "",
 ) -> str:
-    """Register the candidate as a new version, gate passed or failed, with lineage and evidence."""
+    """Register the candidate as a new version, gate passed or failed, with lineage and evidence.
+
+    ``run_key`` (the KFP run id) makes registration idempotent per run: a retried or
+    re-entered register step returns the version the first attempt created.
+    """
     from pruneops.registry import Registry
 
     evidence = json.loads((Path(evidence_dir) / EVIDENCE_FILE).read_text())
@@ -206,6 +218,7 @@ def register(
             feature_names=columns,
             report=evidence,
             extra_artifacts=extra,
+            key=f"kfp:{run_key}:register" if run_key else None,
         )
     return info.version
 

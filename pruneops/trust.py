@@ -142,4 +142,4 @@ def resolve_module_class(import_path: str, what: str = "model factory") -> Calla
             f"refusing {what} {import_path!r}: it is a {kind}, "
             "not an nn.Module subclass or a function marked @model_factory"
         )
-    return found  # type: ignore[no-any-return]
+    return found

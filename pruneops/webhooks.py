@@ -44,3 +44,34 @@ def check(headers: Mapping[str, str], body: bytes, secret: str, max_skew_s: floa
     if skew > max_skew_s:
         return f"delivery is {skew:.0f}s old (limit {max_skew_s:.0f}s)"
     return None
+
+
+class SeenDeliveries:
+    """Delivery ids already accepted, so a replayed signed delivery is refused (409) within its freshness window.
+
+    In memory and bounded (the newest ``keep``); a signature is only fresh for minutes, so
+    this covers every replay that :func:`check` would otherwise let through. The trigger keeps
+    its own on disk, because it also remembers which runs it started.
+
+    >>> seen = SeenDeliveries()
+    >>> seen.claim("d-1"), seen.claim("d-1")
+    (True, False)
+    """
+
+    def __init__(self, keep: int = 10_000) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def claim(self, delivery_id: str) -> bool:
+        """True the first time ``delivery_id`` is seen, False after."""
+        with self._lock:
+            if delivery_id in self._ids:
+                return False
+            self._ids[delivery_id] = None
+            while len(self._ids) > self._keep:
+                self._ids.popitem(last=False)
+            return True

@@ -13,8 +13,12 @@ baseline has none and is served with ONNX Runtime), on the server's ``device``:
   measured). It needs ``device="cuda"``; a CPU server refuses such a version rather than
   serve another runtime under its name.
 
-Every load ends with a warm-up and a smoke inference whose output must be finite, so a
-corrupt version never serves.
+Before anything is parsed, the downloaded files are checked against the digests recorded at
+registration (:meth:`Registry.download`). Every load ends with a warm-up and a semantic smoke
+test on the version's probe (:mod:`pruneops.probe`): the runtime that will serve must give
+finite outputs, of the shape clients get now from the version being served, agreeing with
+the outputs recorded when the model was saved. A classifier cut to 7 outputs, weights
+scaled to overflow, or an ONNX file that is not the registered model never serve.
 
 >>> # served = load_version(Registry(), "digits", "champion", alias="champion", device="cpu")
 """
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from pruneops.errors import ModelFormatError, RuntimeUnavailable
+from pruneops.probe import Probe, check_outputs
 from pruneops.registry import Registry
 
 DEVICES = ("cpu", "cuda")
@@ -47,6 +52,7 @@ class ServedVersion:
     input_shape: list[int | None]
     output_name: str
     tags: dict[str, str] = field(default_factory=dict)
+    output_shape: tuple[int, ...] = ()  # without the batch dimension, from the probe
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Outputs for a float32 batch shaped ``[N, *input_shape[1:]]``."""
@@ -58,9 +64,19 @@ class ServedVersion:
 
 
 def load_version(
-    registry: Registry, name: str, ref: str, alias: str, warmup: int = 3, device: str = "cpu"
+    registry: Registry,
+    name: str,
+    ref: str,
+    alias: str,
+    warmup: int = 3,
+    device: str = "cpu",
+    output_shape: tuple[int, ...] | None = None,
 ) -> ServedVersion:
-    """Download and open ``name`` at ``ref`` (version or alias) on ``device``, warm it up and smoke-test it."""
+    """Download, verify and open ``name`` at ``ref`` on ``device``, warm it up and smoke-test it on its probe.
+
+    ``output_shape`` is what clients get now (the served version's outputs, without the
+    batch dimension); a new version must keep it.
+    """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     info = registry.resolve(name, ref)
@@ -72,8 +88,10 @@ def load_version(
             f"{name} v{info.version} was validated on torch-sparse (2:4 sparse tensor cores); "
             "serve it on a GPU node with --device cuda"
         )
+    what = f"{name} v{info.version}"
     with tempfile.TemporaryDirectory() as tmp:
         folder = registry.download(name, info.version, tmp)
+        probe = Probe.load(folder)
         onnx_path = folder / "model.onnx"
         if runtime == "torch-sparse":
             session: Any = _torch_sparse_session(folder, info.tag("task"), onnx_path)
@@ -85,14 +103,12 @@ def load_version(
             session = _onnx_session(onnx_path, device, f"{name} v{info.version}")
     model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
     shape = [d if isinstance(d, int) else None for d in model_input.shape]
-    served = ServedVersion(
-        name, info.version, alias, session, model_input.name, shape, model_output.name, dict(info.tags)
-    )
-    smoke = np.zeros([1, *[d or 1 for d in shape[1:]]], dtype=np.float32)
+    served = ServedVersion(name, info.version, alias, session, model_input.name, shape, model_output.name,
+                           dict(info.tags), tuple(probe.outputs.shape[1:]))  # fmt: skip
+    inputs = np.ascontiguousarray(probe.inputs, dtype=np.float32)
     for _ in range(max(warmup, 1)):
-        out = served.run(smoke)
-    if out.shape[0] != 1 or not np.isfinite(out).all():
-        raise ModelFormatError(f"{name} v{info.version} failed its smoke inference (shape {out.shape}, non-finite?)")
+        outputs = served.run(inputs)
+    check_outputs(probe, outputs, what, expected_shape=output_shape)
     return served
 
 

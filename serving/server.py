@@ -1,29 +1,30 @@
-"""The V2 model server: KServe's ``ModelServer`` with a model that follows a registry alias.
+"""The V2 model server: a KServe model that follows a registry alias, behind a closed HTTP surface.
 
 ``RegistryModel`` serves ``NAME@champion`` (or another alias) over the Open Inference
-Protocol v2 (KServe provides the endpoints). A follower thread polls the registry, and the
-MLflow ``model_version_alias.created`` webhook (``POST /webhooks/mlflow``, HMAC-verified)
-makes it look at once. A new version is loaded, warmed up and smoke-tested off the request
-path, then swapped in by replacing one reference: requests already running finish on the
-version they started with, so no request fails because of a swap. If any step fails, the
-old version keeps serving and ``pruneops_model_load_failures_total`` counts the failure.
+Protocol v2; :mod:`serving.app` mounts only its public routes. A follower thread polls the
+registry, and the signed MLflow ``model_version_alias.created`` webhook makes it look at
+once. A new version is downloaded and verified against its recorded digests, loaded, warmed
+up and checked on its probe (finite outputs, the shape clients get now, agreement with the
+outputs recorded at registration) off the request path, then swapped in by replacing one
+reference: requests already running finish on the version they started with. A version that
+fails any step is refused once, counted in ``pruneops_model_load_failures_total{reason}``,
+and never retried; the old version keeps serving. If the served model ever goes missing
+from the server's repository, the follower puts it back.
 
 Optional challenger: ``canary`` sends that fraction of requests to ``NAME@challenger``;
 ``shadow`` answers from the champion, mirrors each request to the challenger off the
 response path, and exports ``pruneops_shadow_agreement_ratio`` (same top class).
 
 Responses carry ``x-pruneops-version`` and ``x-pruneops-alias`` headers, which the sidecar
-uses as metric labels. Client errors get 4xx with ``{"error": ...}``: malformed JSON 400, a
-body KServe cannot parse 422, wrong shape or datatype 400, unknown model 404, oversized body
-413.
+uses as metric labels.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import contextvars
 import logging
-import os
 import random
 import threading
 import time
@@ -32,24 +33,50 @@ from typing import Any
 
 import numpy as np
 
-# Module level on purpose: FastAPI resolves route annotations from module globals.
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-
 from monitoring.metrics import ServerMetrics
-from pruneops.errors import PruneopsError
+from pruneops.errors import (
+    IntegrityError,
+    ModelFormatError,
+    ProbeMismatch,
+    PruneopsError,
+    RegistryError,
+    RuntimeUnavailable,
+    UntrustedCodeError,
+)
 from pruneops.registry import CHALLENGER, CHAMPION, Registry
-from serving.limits import MAX_BODY_BYTES, drained_if_oversized
 from serving.loader import ServedVersion, load_version
 
 log = logging.getLogger("pruneops.serving")
+
+#: Set by a ``/versions/{v}/infer`` route: the request is answered by that version, not by the canary draw.
+PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("pruneops_pinned_version", default=None)
+#: Rows one request may carry; bounds the work (and the latency of everyone else) one client can cause.
+DEFAULT_MAX_BATCH = 1024
 
 
 def _kserve_model_base() -> type:
     from kserve import Model
 
     return Model
+
+
+def failure_reason(err: BaseException) -> str:
+    """The bounded ``reason`` label of a refused version.
+
+    >>> failure_reason(UntrustedCodeError("x")), failure_reason(ProbeMismatch("x"))
+    ('untrusted_code', 'smoke_test')
+    """
+    for kind, reason in (
+        (UntrustedCodeError, "untrusted_code"),
+        (IntegrityError, "integrity"),
+        (ProbeMismatch, "smoke_test"),
+        (RuntimeUnavailable, "runtime_unavailable"),
+        (ModelFormatError, "invalid_model"),
+        (RegistryError, "registry"),
+    ):
+        if isinstance(err, kind):
+            return reason
+    return "error"
 
 
 class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
@@ -64,21 +91,24 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         canary: float = 0.0,
         shadow: bool = False,
         device: str = "cpu",
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         # return_response_headers: KServe passes predict() a dict whose entries become headers.
         super().__init__(name, return_response_headers=True)
         self.registry, self.metrics, self.alias = registry, metrics, alias
-        self.canary, self.shadow, self.device = canary, shadow, device
+        self.canary, self.shadow, self.device, self.max_batch = canary, shadow, device, max_batch
         self.current: ServedVersion | None = None
         self.challenger: ServedVersion | None = None
+        self.repository: Any = None  # KServe's ModelRepository serving this model (set by serving.app)
         self._refresh_lock = threading.Lock()
-        self._agreement = (0, 0)
+        self._agreement_lock = threading.Lock()
+        self._agreement: dict[str, tuple[int, int]] = {}  # challenger version -> (rows seen, rows agreeing)
+        self._refused: dict[str, str] = {}  # version -> reason; a refused version is never tried again
 
     # -------------------------------------------------------------- following the registry
 
     def load(self) -> bool:
         self.refresh()
-        self.ready = self.current is not None
         return bool(self.ready)
 
     def refresh(self) -> None:
@@ -87,6 +117,24 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
             self.current = self._follow(self.alias, self.current)
             if self.canary > 0 or self.shadow:
                 self.challenger = self._follow(CHALLENGER, self.challenger, optional=True)
+            self._restore()
+
+    def serving(self) -> list[ServedVersion]:
+        """The versions answering now: the followed alias first, then the challenger."""
+        return [v for v in (self.current, self.challenger) if v is not None]
+
+    def served(self, version: str) -> ServedVersion | None:
+        """The served version numbered ``version`` (``"3"`` or ``"v3"``), if any."""
+        wanted = version.removeprefix("v")
+        return next((v for v in self.serving() if v.version == wanted), None)
+
+    def _restore(self) -> None:
+        """Put the model back in the server's repository and readiness right, whatever removed it."""
+        self.ready = self.current is not None
+        if self.repository is not None and self.repository.get_model(self.name) is not self:
+            self.repository.update(self)
+            self.metrics.restores.labels(model=self.name).inc()
+            log.warning("%s was missing from the server's model repository; restored", self.name)
 
     def _follow(self, alias: str, served: ServedVersion | None, optional: bool = False) -> ServedVersion | None:
         try:
@@ -100,16 +148,24 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
             return None if optional else served
         if served is not None and served.version == target:
             return served
+        if target in self._refused:
+            return None if optional else served
+        interface = self.current.output_shape if self.current is not None else None
         try:
-            fresh = load_version(self.registry, self.name, target, alias, device=self.device)
+            fresh = load_version(self.registry, self.name, target, alias, device=self.device, output_shape=interface)
         except Exception as err:  # noqa: BLE001 - any failure keeps the old version serving
-            self.metrics.load_failures.labels(model=self.name).inc()
+            reason = failure_reason(err)
+            if reason != "registry":  # an unreachable registry is tried again; a bad version is not
+                self._refused[target] = reason
+            self.metrics.load_failures.labels(model=self.name, reason=reason).inc()
             log.error("refusing %s v%s (%s): %s; still serving %s", self.name, target, alias, err,
                       f"v{served.version}" if served else "nothing")  # fmt: skip
-            return served
+            return None if optional else served
         self.metrics.swaps.labels(model=self.name, alias=alias).inc()
         if served is not None:
             self.metrics.model_info.remove(*self._info_labels(served))
+        if alias == CHALLENGER:
+            self._reset_agreement(fresh.version)
         self.metrics.model_info.labels(*self._info_labels(fresh)).set(1)
         log.info("%s@%s now v%s", self.name, alias, fresh.version)
         return fresh
@@ -122,17 +178,22 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
 
     async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
         from kserve import InferOutput, InferResponse
-        from kserve.errors import InvalidInput, ModelNotReady
+        from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
         served = self.current
         if served is None:
             raise ModelNotReady(self.name)
+        pinned = PINNED.get()
+        if pinned is not None:
+            served = self.served(pinned)
+            if served is None:  # swapped away between the route's check and now
+                raise ModelNotFound(f"{self.name} v{pinned}")
         batch = self._decode(payload, served, InvalidInput)
-        if self.canary > 0 and self.challenger is not None and random.random() < self.canary:
+        if pinned is None and self.canary > 0 and self.challenger is not None and random.random() < self.canary:
             served = self.challenger
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, served.run, batch)
-        if self.shadow and self.challenger is not None and served is not self.challenger:
+        if pinned is None and self.shadow and self.challenger is not None and served is not self.challenger:
             loop.run_in_executor(None, self._mirror, self.challenger, batch, result)
         if response_headers is not None:
             response_headers["x-pruneops-version"] = served.version
@@ -146,8 +207,7 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
             response_id=payload.id or str(uuid.uuid4()),
         )
 
-    @staticmethod
-    def _decode(payload: Any, served: ServedVersion, invalid: type[Exception]) -> np.ndarray:
+    def _decode(self, payload: Any, served: ServedVersion, invalid: type[Exception]) -> np.ndarray:
         if len(payload.inputs) != 1:
             raise invalid(f"expected exactly 1 input tensor, got {len(payload.inputs)}")
         tensor = payload.inputs[0]
@@ -162,10 +222,15 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
             raise invalid(f"input shape {shape} does not match the model's {want}")
         if shape[0] < 1:
             raise invalid("input batch is empty")
+        if shape[0] > self.max_batch:
+            raise invalid(f"input batch of {shape[0]} rows is over this server's limit of {self.max_batch}")
         try:
-            return np.ascontiguousarray(tensor.as_numpy(), dtype=np.float32)
+            batch = np.ascontiguousarray(tensor.as_numpy(), dtype=np.float32)
         except (ValueError, TypeError) as err:
             raise invalid(f"input data does not fill shape {shape}: {err}") from None
+        if not np.isfinite(batch).all():
+            raise invalid(f"input {tensor.name!r} holds NaN or infinity")
+        return batch
 
     def _mirror(self, challenger: ServedVersion, batch: np.ndarray, champion_out: np.ndarray) -> None:
         try:
@@ -174,12 +239,22 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
             log.warning("shadow inference on v%s failed: %s", challenger.version, err)
             return
         agree = int((out.argmax(axis=-1) == champion_out.argmax(axis=-1)).sum())
-        seen, matched = self._agreement
-        self._agreement = (seen + len(batch), matched + agree)
+        with self._agreement_lock:  # mirrors run on several executor threads at once
+            seen, matched = self._agreement.get(challenger.version, (0, 0))
+            seen, matched = seen + len(batch), matched + agree
+            self._agreement[challenger.version] = (seen, matched)
         self.metrics.shadow_requests.labels(model=self.name, version=challenger.version).inc()
-        self.metrics.shadow_agreement.labels(model=self.name, version=challenger.version).set(
-            self._agreement[1] / self._agreement[0]
-        )
+        self.metrics.shadow_agreement.labels(model=self.name, version=challenger.version).set(matched / seen)
+
+    def _reset_agreement(self, version: str) -> None:
+        """A new challenger starts its agreement from nothing; the old one's series goes."""
+        with self._agreement_lock:
+            for old in [v for v in self._agreement if v != version]:
+                del self._agreement[old]
+                for gauge in (self.metrics.shadow_agreement, self.metrics.shadow_requests):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(self.name, old)
+            self._agreement[version] = (0, 0)
 
     async def get_input_types(self) -> list[dict[str, Any]]:
         served = self.current
@@ -195,7 +270,9 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
 
     async def get_output_types(self) -> list[dict[str, Any]]:
         served = self.current
-        return [] if served is None else [{"name": served.output_name, "datatype": "FP32", "shape": [-1, -1]}]
+        if served is None:
+            return []
+        return [{"name": served.output_name, "datatype": "FP32", "shape": [-1, *served.output_shape]}]
 
 
 def follow(model: RegistryModel, interval: float, stop: threading.Event) -> threading.Thread:
@@ -210,52 +287,6 @@ def follow(model: RegistryModel, interval: float, stop: threading.Event) -> thre
     return thread
 
 
-def customise_app(model: RegistryModel, max_body: int = MAX_BODY_BYTES, secret: str | None = None) -> None:
-    """Add pruneops's error handling, body limit and alias webhook to KServe's FastAPI app."""
-    from kserve.model_server import app
-
-    from pruneops.webhooks import SECRET_ENV, check
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
-        where = ".".join(str(p) for p in errors[0].get("loc", [])) if errors else "body"
-        message = errors[0].get("msg", "invalid") if errors else "invalid"
-        return JSONResponse({"error": f"{where}: {message}"}, status_code=422)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        # V2's default encoding is JSON: a body sent without a content type (as some clients
-        # do) is JSON unless the binary-extension header says otherwise.
-        names = {k for k, _ in request.scope["headers"]}
-        if b"content-type" not in names and b"inference-header-content-length" not in names:
-            request.scope["headers"].append((b"content-type", b"application/json"))
-        if await drained_if_oversized(request, max_body):
-            return JSONResponse({"error": f"request body over {max_body} bytes"}, status_code=413)
-        return await call_next(request)
-
-    webhook_secret = secret if secret is not None else os.environ.get(SECRET_ENV, "")
-
-    @app.post("/webhooks/mlflow")
-    async def alias_webhook(request: Request) -> JSONResponse:
-        body = await request.body()
-        if not webhook_secret:
-            return JSONResponse({"error": f"webhooks disabled: {SECRET_ENV} is not set"}, status_code=404)
-        refused = check(request.headers, body, webhook_secret, 300)
-        if refused:
-            return JSONResponse({"error": refused}, status_code=401)
-        try:
-            event = json.loads(body)
-            relevant = event["entity"] == "model_version_alias" and event["data"]["name"] == model.name
-        except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": "not an MLflow webhook payload"}, status_code=400)
-        if relevant:
-            threading.Thread(target=model.refresh, daemon=True).start()
-        return JSONResponse({"status": "refreshing" if relevant else "ignored"}, status_code=202)
-
-
 def serve(
     name: str,
     port: int = 8080,
@@ -264,21 +295,43 @@ def serve(
     canary: float = 0.0,
     shadow: bool = False,
     device: str = "cpu",
+    host: str = "127.0.0.1",
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_connections: int = 512,
 ) -> None:
-    """Run the model server until interrupted (KServe's ModelServer, REST only)."""
-    from kserve import ModelServer
+    """Run the model server until SIGTERM or SIGINT (uvicorn, one process).
 
-    model = RegistryModel(name, Registry(), ServerMetrics(), alias, canary, shadow, device)
+    ``host`` is loopback by default; a pod listens on ``0.0.0.0`` (the chart sets it).
+    ``max_connections`` bounds connections and requests at once; past it uvicorn answers 503.
+    Keep it above the sidecar's ``--max-in-flight`` so that traffic through the sidecar is
+    never refused here.
+    """
+    import uvicorn
+
+    from serving.app import create_app
+
+    started = time.monotonic()
+    model = RegistryModel(name, Registry(), ServerMetrics(), alias, canary, shadow, device, max_batch)
     if not model.load():
         raise PruneopsError(f"{name}@{alias} could not be loaded; see the log above")
-    customise_app(model)
+    app = create_app(model)
     stop = threading.Event()
     follow(model, poll_interval, stop)
-    started = time.monotonic()
-    log.info("serving %s@%s v%s (loaded in %.1fs)", name, alias, model.current.version if model.current else "?",
-             time.monotonic() - started)  # fmt: skip
-    # Per-request latency logging costs milliseconds of CPU per request on a small model;
-    # the sidecar measures latency, so the server does not log it too.
-    for noisy in ("uvicorn.access", "kserve.trace"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False).start([model])
+    log.info("serving %s@%s v%s on %s:%d (ready in %.1fs)", name, alias,
+             model.current.version if model.current else "?", host, port, time.monotonic() - started)  # fmt: skip
+    # Per-request access logs cost milliseconds of CPU per request on a small model; the
+    # sidecar measures latency, so the server does not log each request too.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        limit_concurrency=max_connections,
+        timeout_keep_alive=65,  # longer than the sidecar's pool keeps idle connections
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        stop.set()

@@ -1,6 +1,8 @@
 """The sidecar: a reverse proxy in front of any V2 model server, measuring what passes through.
 
-It forwards every request to the model server and records, per request,
+It forwards the public V2 routes (:mod:`serving.routes`: health, metadata, ready, infer) to
+the model server and answers everything else itself (404, or 405 for a wrong method), so no
+anonymous request reaches the server's other endpoints. It records, per inference request,
 ``pruneops_request_duration_seconds`` and ``pruneops_requests_total{code}`` labelled with
 the model, version and alias the server reports in ``x-pruneops-version`` and
 ``x-pruneops-alias``; error replies, which carry no such headers, get the version that
@@ -14,6 +16,12 @@ it answers 503 with ``Retry-After`` instead of queueing; a server slower than ``
 gets 504; an unreachable one, or one whose reply is not HTTP, gets 502. All of these
 answer ``{"error": ...}``. Bodies pass through as bytes (no decompression), so
 content-encoding travels with them.
+
+Error accounting: only server faults feed the rollback signal (:data:`SERVER_FAULT_CODES`:
+500, 502, 503 and 504 on an inference). The 502 and 504 the sidecar answers for a failing
+server count against the version that model last served; refusals that protect the pod
+from its clients (413, the overload 503, unknown routes) are counted only in
+``pruneops_requests_rejected_total{reason}``, and client errors keep their 4xx code.
 
 The HTTP plumbing is :mod:`serving.http1`; this module is the policy.
 """
@@ -34,6 +42,8 @@ import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from monitoring.metrics import RequestMetrics
+from pruneops.asgi import MAX_BODY_BYTES
+from serving import routes
 from serving.http1 import (
     Reply,
     Request,
@@ -43,7 +53,6 @@ from serving.http1 import (
     error_reply,
     start_server,
 )
-from serving.limits import MAX_BODY_BYTES
 
 INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/infer$")
 INFER_HEADER_LENGTH = b"inference-header-content-length"  # V2's binary extension: not JSON
@@ -124,8 +133,14 @@ class Sidecar:
         >>> asyncio.run(sidecar.handle(Request("POST", b"/v2/models/m/infer", [], b"", oversized=True))).status
         413
         """
-        if request.method == "GET" and request.path == "/metrics":
+        path = request.path
+        if request.method == "GET" and path == "/metrics":
             return Reply(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(self.registry))
+        route = routes.match(request.method, path)
+        if route is None:
+            return self._refuse(404, "route", f"no route {path[:200]}; this endpoint answers V2 inference only")
+        if route == routes.METHOD_NOT_ALLOWED:
+            return self._refuse(405, "route", f"{request.method} is not allowed on {path[:200]}")
         if request.oversized:
             return self._refuse(413, "too_large", f"request body over {self.max_body} bytes")
         if self.in_flight >= self.max_in_flight:
@@ -145,14 +160,16 @@ class Sidecar:
         try:
             reply = await self.upstream.send(request.method, request.target, headers, body)
         except TimeoutError:
-            return self._refuse(504, "upstream_timeout", f"model server did not answer within {self.timeout:g}s")
+            reply = self._refuse(504, "upstream_timeout", f"model server did not answer within {self.timeout:g}s")
         except UpstreamUnreachable as err:
-            return self._refuse(502, "upstream_unreachable", f"model server unreachable: {err}")
+            reply = self._refuse(502, "upstream_unreachable", f"model server unreachable: {err}")
         except UpstreamInvalidReply as err:
-            return self._refuse(502, "upstream_invalid", f"model server sent an invalid reply: {err}")
+            reply = self._refuse(502, "upstream_invalid", f"model server sent an invalid reply: {err}")
         elapsed = time.perf_counter() - started
         match = INFER_PATH.match(request.path)
         if match:
+            # A 502/504 made here carries no version header: it counts against the version
+            # that model last served, which is what failed to answer.
             labels = _labels(match["model"], reply, self.last_served)
             duration, requests = self._series(labels, reply.status)
             duration.observe(elapsed)
@@ -201,7 +218,7 @@ class Sidecar:
             await asyncio.sleep(0.05)
         await self.upstream.close()
 
-    def run(self, port: int, host: str = "0.0.0.0") -> None:
+    def run(self, port: int, host: str = "127.0.0.1") -> None:
         """Serve on uvloop until SIGTERM or SIGINT (``pruneops sidecar``)."""
         import uvloop
 

@@ -29,9 +29,15 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mlflow_server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the session's ``mlflow server``: its database and ``artifacts/``."""
+    return tmp_path_factory.mktemp("mlflow-server")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_root: Path) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite backend, proxied artifacts) on loopback for the session."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+    root = mlflow_server_root
     port = free_port()
     mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown

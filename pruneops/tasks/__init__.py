@@ -21,6 +21,7 @@ from torch import nn
 
 from pruneops.errors import UntrustedCodeError
 from pruneops.modelio import ArchSpec
+from pruneops.probe import VALUES, Probe, record
 from pruneops.trust import resolve_trusted
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -35,6 +36,9 @@ class Task(ABC):
     primary_metric: str = "accuracy"
     #: The baseline architecture; pruned models keep its factory.
     arch: ArchSpec
+    #: What the model outputs: ``classes`` (a score per class) or ``values`` (embeddings,
+    #: regressions). The probe saved with each model is compared accordingly.
+    output_kind: str = VALUES
 
     @abstractmethod
     def train_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
@@ -84,6 +88,10 @@ class Task(ABC):
         if predictions is None:
             return features, names
         return np.column_stack([features, predictions.astype(features.dtype)]), [*names, "prediction"]
+
+    def probe(self, model: nn.Module, count: int = 32) -> Probe:
+        """The probe saved with a model of this task: ``count`` real inputs and the model's outputs on them."""
+        return record(model, self.example_input(count), self.output_kind)
 
     @abstractmethod
     def train_baseline(self, seed: int = 0) -> nn.Module:

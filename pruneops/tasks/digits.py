@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneops.modelio import ArchSpec
+from pruneops.probe import CLASSES
 from pruneops.tasks import Batch, Task
 from pruneops.trust import model_factory
 
@@ -65,6 +66,7 @@ class DigitsTask(Task):
 
     name = "digits"
     primary_metric = "accuracy"
+    output_kind = CLASSES
     arch = ArchSpec(factory="pruneops.tasks.digits:build", kwargs={"channels": [32, 64, 128], "hidden": 128})
 
     def __init__(self, epochs: int = 15, lr: float = 3e-3, batch_size: int = 64) -> None:

@@ -51,3 +51,14 @@ def test_rollback_alerts_are_the_ones_a_rollback_can_fix() -> None:
         "PruneopsLatencySLO": "notify",
         "PruneopsInputDrift": "notify",
     }
+
+
+def test_only_server_faults_feed_the_error_ratio() -> None:
+    """The rules count exactly the codes the sidecar and the controller call server faults."""
+    from monitoring.metrics import SERVER_FAULT_REGEX
+
+    rules = yaml.safe_load((RULES_DIR / "rules.yaml").read_text())
+    by_name = {r.get("record") or r.get("alert"): r["expr"] for g in rules["groups"] for r in g["rules"]}
+    ratio = by_name["model_version:pruneops_errors:ratio_rate1m"]
+    assert f'code=~"{SERVER_FAULT_REGEX}"' in ratio and SERVER_FAULT_REGEX == "500|502|503|504"
+    assert "5.." not in ratio

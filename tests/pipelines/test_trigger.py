@@ -172,12 +172,13 @@ def test_polling_starts_only_new_versions(tmp_path: Path) -> None:
     import torch
 
     from pruneops.modelio import ArchSpec, save_model
+    from pruneops.probe import VALUES, record
     from pruneops.registry import Registry
 
     registry = Registry()  # a real SQLite store in this test's PRUNEOPS_HOME
-    folder = save_model(
-        torch.nn.Linear(2, 2), tmp_path / "m", ArchSpec("torch.nn:Linear", {"in_features": 2, "out_features": 2})
-    )
+    model = torch.nn.Linear(2, 2)
+    spec = ArchSpec("torch.nn:Linear", {"in_features": 2, "out_features": 2})
+    folder = save_model(model, tmp_path / "m", spec, probe=record(model, torch.randn(4, 2), VALUES))
     config = TriggerConfig(models={"digits": parse_recipe(DEMO_RECIPE)})
     state = TriggerState.open(tmp_path / "s.json")
     recorder = Recorder()

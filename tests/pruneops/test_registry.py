@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,36 +13,16 @@ from torch import nn
 
 from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
 from pruneops.modelio import WEIGHTS_FILE, ArchSpec, save_model
+from pruneops.probe import CLASSES, record
 from pruneops.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 
 SPEC = ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 3})
 
 
-@pytest.fixture(params=["sqlite", "server"])
-def backend(request: pytest.FixtureRequest, isolated_state: Path) -> str:
-    """A tracking URI: a fresh SQLite store, or the session's real mlflow server."""
-    if request.param == "server":
-        uri: str = request.getfixturevalue("mlflow_server")
-        request.node.add_marker(pytest.mark.integration)
-        return uri
-    return f"sqlite:///{isolated_state / 'mlflow.db'}"
-
-
-@pytest.fixture
-def registry(backend: str, monkeypatch: pytest.MonkeyPatch) -> Registry:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", backend)
-    return Registry()
-
-
-@pytest.fixture
-def name() -> str:
-    """A model name unique to the test, since the server outlives tests."""
-    return f"m-{uuid.uuid4().hex[:8]}"
-
-
 def saved_model(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    return save_model(nn.Linear(4, 3), folder, SPEC)
+    model = nn.Linear(4, 3)
+    return save_model(model, folder, SPEC, probe=record(model, torch.randn(16, 4), CLASSES))
 
 
 def register(registry: Registry, name: str, tmp_path: Path, seed: int = 0, gate: str = "passed") -> str:

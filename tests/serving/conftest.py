@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, wait_http
+from tests.serving.registered import plant
 
 SECRET = "serving-secret"
 
@@ -33,40 +35,22 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def _register_versions(env: dict[str, str]) -> dict[str, str]:
-    """v1 baseline (champion), v2 a 50%-channels model, v3 a corrupt ONNX file."""
-    script = r"""
-import copy, tempfile, pathlib, torch
-from pruneops.demo import init_demo
-from pruneops.registry import Registry
-from pruneops.tasks.digits import task
-from pruneops.pruning import MagnitudeConfig, prune_
-from pruneops.modelio import save_model
-from pruneops.export import export_onnx
-v1 = init_demo("digits")
-dense = Registry().load_model("digits", "1")
-small = copy.deepcopy(dense)
-prune_(small, MagnitudeConfig(pattern="channels", sparsity=0.5), example_inputs=task.example_input(1))
-tags = {"source": "pipeline", "parent_version": "1", "task": "pruneops.tasks.digits:task", "gate": "passed",
-        "method": "magnitude", "pattern": "channels", "sparsity": "0.75", "runtime": "onnxruntime"}
-with tempfile.TemporaryDirectory() as tmp:
-    folder = save_model(small, pathlib.Path(tmp) / "m", task.arch)
-    export_onnx(small, task.example_input(2), folder / "model.onnx")
-    v2 = Registry().register("digits", folder, tags=tags).version
-    (folder / "model.onnx").write_bytes(b"this is not an onnx file")
-    v3 = Registry().register("digits", folder, tags=tags).version
-print(v1.version, v2, v3)
-"""
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    """Good versions (baseline champion, a 50%-channels model) and attacks (tests/serving/registered.py)."""
+    out = subprocess.run([sys.executable, "-m", "tests.serving.registered"], env=env, capture_output=True, text=True,
+                         timeout=600, cwd=Path(__file__).parents[2])  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    v1, v2, v3 = out.stdout.split()[-3:]
-    return {"baseline": v1, "small": v2, "corrupt": v3}
+    versions: dict[str, str] = json.loads(out.stdout.splitlines()[-1])
+    return versions
 
 
 @pytest.fixture(scope="package")
 def stack() -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="pruneops-serving-"))
+    # A module planted on the processes' path: if anything imports it, the marker file appears.
+    plant(home / "site", home / "pwned")
+    path = os.pathsep.join([str(home / "site"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PRUNEOPS_HOME": str(home), "PRUNEOPS_WEBHOOK_SECRET": SECRET,
-           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+           "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": path}  # fmt: skip
     env.pop("MLFLOW_TRACKING_URI", None)
     versions = _register_versions(env)
     server_port, sidecar_port = free_port(), free_port()

@@ -21,7 +21,8 @@ def register(runtime: str) -> tuple[Registry, str]:
     registry = Registry()
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
-        folder = save_model(build(channels=(4, 4, 4), hidden=8), Path(tmp) / "m", task.arch)
+        model = build(channels=(4, 4, 4), hidden=8)
+        folder = save_model(model, Path(tmp) / "m", task.arch, probe=task.probe(model))
         tags = {"gate": "passed", "runtime": runtime, "task": "pruneops.tasks.digits:task"}
         return registry, registry.register("tiny", folder, tags=tags).version
 
@@ -84,7 +85,7 @@ def test_torch_sparse_serves_on_a_gpu() -> None:
     prune_(model, MagnitudeConfig(pattern="2:4"), linear_only, example_inputs=task.example_input(1))
     make_permanent(model)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_model(model, Path(tmp) / "m", task.arch)
+        folder = save_model(model, Path(tmp) / "m", task.arch, probe=task.probe(model))
         tags = {"gate": "passed", "runtime": "torch-sparse", "task": "pruneops.tasks.digits:task"}
         version = registry.register("sparse", folder, tags=tags).version
     served = load_version(registry, "sparse", version, alias="champion", device="cuda")

@@ -85,4 +85,7 @@ capabilities:
   value: /tmp/pruneops
 - name: MLFLOW_DISABLE_TELEMETRY
   value: "true"
+{{- with .Values.trustedModules }}
+- name: PRUNEOPS_TRUSTED_MODULES
+  value: {{ join "," . | quote }}
 {{- end }}

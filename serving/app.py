@@ -1,0 +1,158 @@
+"""The model server's HTTP app: the V2 routes of :mod:`serving.routes`, and nothing else public.
+
+KServe's own REST server also mounts its model repository (``/v2/repository/models/{name}/load``
+and ``/unload``), the V1 protocol and more; one anonymous POST to ``unload`` stopped every
+inference. This app is built from KServe's data plane and V2 handlers (so the protocol,
+its JSON and binary encodings and its error bodies are KServe's own) but mounts only:
+
+- the public V2 routes: server metadata, live, ready, model metadata, model ready and infer,
+  each also under ``/versions/{v}``, which answers for a version being served now (the
+  champion, or the challenger) and 404 for any other;
+- ``GET /metrics``: the server's own metrics (loads, swaps, refusals, shadow agreement);
+- ``POST /webhooks/mlflow``: MLflow's alias webhook, signed, deduplicated by delivery id.
+
+Bodies are bounded by :class:`pruneops.asgi.BodyLimit` before any handler runs: 8 MiB for
+inference (chunked uploads counted too), 1 MiB for the webhook, a shared budget for all.
+Client errors get 4xx with ``{"error": ...}``: malformed JSON 400, a body that does not
+parse as V2 422, wrong shape, datatype, size or a non-finite number 400, unknown model or
+version 404, oversized body 413.
+
+>>> # app = create_app(RegistryModel("digits", Registry(), ServerMetrics()))
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the route annotations at run time.
+import json
+import os
+import threading
+from typing import Any, Union
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kserve import errors
+from kserve.model_repository import ModelRepository
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from kserve.protocol.rest.v2_endpoints import V2Endpoints
+
+from pruneops.asgi import MAX_BODY_BYTES, WEBHOOK_BODY_BYTES, BodyLimit
+from pruneops.webhooks import DELIVERY, SECRET_ENV, SeenDeliveries, check
+from serving.server import PINNED, RegistryModel
+
+WEBHOOK_PATH = "/webhooks/mlflow"
+
+
+def create_app(model: RegistryModel, secret: str | None = None, max_body: int = MAX_BODY_BYTES) -> Any:
+    """The ASGI app serving ``model``: KServe's V2 handlers on the closed route list, bodies bounded."""
+    repository = ModelRepository()
+    repository.update(model)
+    model.repository = repository
+    endpoints = V2Endpoints(DataPlane(model_registry=repository), None)
+    app = FastAPI(title="pruneops model server", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def not_served(name: str, version: str) -> JSONResponse | None:
+        if name == model.name and model.served(version) is not None:
+            return None
+        if name != model.name:
+            return JSONResponse({"error": f"Model with name {name} does not exist."}, status_code=404)
+        serving = ", ".join(f"v{v.version} ({v.alias})" for v in model.serving()) or "nothing"
+        return JSONResponse({"error": f"version {version} of {name} is not served here (serving {serving})"}, 404)
+
+    async def model_metadata(model_name: str, model_version: str) -> Any:
+        return not_served(model_name, model_version) or await endpoints.model_metadata(model_name)
+
+    async def model_ready(model_name: str, model_version: str) -> Any:
+        return not_served(model_name, model_version) or await endpoints.model_ready(model_name)
+
+    async def infer_version(
+        raw_request: Request,
+        raw_response: Response,
+        model_name: str,
+        model_version: str,
+        request_body: Union[InferenceRequest, bytes],  # noqa: UP007 - KServe's own annotation, read by FastAPI
+    ) -> Any:
+        refused = not_served(model_name, model_version)
+        if refused is not None:
+            return refused
+        token = PINNED.set(model_version)
+        try:
+            return await endpoints.infer(raw_request, raw_response, model_name, request_body)
+        finally:
+            PINNED.reset(token)
+
+    get = ["GET", "HEAD"]
+    app.add_api_route("/v2", endpoints.metadata, methods=get)
+    app.add_api_route("/v2/health/live", endpoints.live, methods=get)
+    app.add_api_route("/v2/health/ready", endpoints.ready, methods=get)
+    app.add_api_route("/v2/models/{model_name}", endpoints.model_metadata, methods=get)
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}", model_metadata, methods=get)
+    app.add_api_route("/v2/models/{model_name}/ready", endpoints.model_ready, methods=get)
+    app.add_api_route("/v2/models/{model_name}/versions/{model_version}/ready", model_ready, methods=get)
+    app.add_api_route("/v2/models/{model_name}/infer", endpoints.infer, methods=["POST"], response_model=None)
+    app.add_api_route(
+        "/v2/models/{model_name}/versions/{model_version}/infer", infer_version, methods=["POST"], response_model=None
+    )
+    app.add_api_route("/metrics", _metrics, methods=["GET"])
+    _add_webhook(app, model, secret if secret is not None else os.environ.get(SECRET_ENV, ""))
+    _add_error_handlers(app)
+    return BodyLimit(app, limit=max_body, limits={"/webhooks/": WEBHOOK_BODY_BYTES})
+
+
+async def _metrics() -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_webhook(app: FastAPI, model: RegistryModel, secret: str) -> None:
+    """MLflow's ``model_version_alias.created`` makes the server look at the registry at once."""
+    seen = SeenDeliveries()
+
+    @app.post(WEBHOOK_PATH)
+    async def alias_webhook(request: Request) -> JSONResponse:
+        body = await request.body()  # bounded by BodyLimit before this runs
+        if not secret:
+            return JSONResponse({"error": f"webhooks disabled: {SECRET_ENV} is not set"}, status_code=404)
+        refused = check(request.headers, body, secret, 300)
+        if refused:
+            return JSONResponse({"error": refused}, status_code=401)
+        if not seen.claim(request.headers[DELIVERY]):
+            return JSONResponse({"error": f"delivery {request.headers[DELIVERY]} was already received"}, 409)
+        try:
+            event = json.loads(body)
+            relevant = event["entity"] == "model_version_alias" and event["data"]["name"] == model.name
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "not an MLflow webhook payload"}, status_code=400)
+        if relevant:
+            threading.Thread(target=model.refresh, daemon=True).start()
+        return JSONResponse({"status": "refreshing" if relevant else "ignored"}, status_code=202)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """KServe's error types to their statuses, and FastAPI's body errors to 400/422 with ``{"error": ...}``."""
+    app.add_exception_handler(errors.InvalidInput, errors.invalid_input_handler)
+    app.add_exception_handler(errors.InferenceError, errors.inference_error_handler)
+    app.add_exception_handler(errors.ModelNotFound, errors.model_not_found_handler)
+    app.add_exception_handler(errors.ModelNotReady, errors.model_not_ready_handler)
+    app.add_exception_handler(errors.ServerNotLive, errors.server_not_live_handler)
+    app.add_exception_handler(errors.ServerNotReady, errors.server_not_ready_handler)
+    app.add_exception_handler(errors.UnsupportedProtocol, errors.unsupported_protocol_error_handler)
+    app.add_exception_handler(NotImplementedError, errors.not_implemented_error_handler)
+    app.add_exception_handler(Exception, errors.generic_exception_handler)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        found = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in found):
+            return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
+        where = ".".join(str(p) for p in found[0].get("loc", [])) if found else "body"
+        message = found[0].get("msg", "invalid") if found else "invalid"
+        return JSONResponse({"error": f"{where}: {message}"}, status_code=422)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, _exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"no route {request.url.path}; this server answers V2 inference only"}, 404)
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, _exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}"}, 405)
