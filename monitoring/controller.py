@@ -239,12 +239,20 @@ class Controller:
 
 
 def create_app(controller: Controller, token: str) -> Any:
-    """The controller's HTTP API (Starlette): ``POST /alerts``, ``GET /metrics``, ``GET /healthz``."""
+    """The controller's HTTP API (Starlette): ``POST /alerts``, ``GET /metrics``, ``GET /healthz``.
+
+    Bodies are capped at 1 MiB before anything reads them, and the bearer token is checked
+    before the body is parsed. Alertmanager sends no delivery id, so a repeated delivery is
+    not refused; it is harmless, because a rollback consumes ``previous`` and an alert for a
+    version that is no longer champion changes nothing.
+    """
     from prometheus_client import generate_latest
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
+
+    from pruneops.asgi import WEBHOOK_BODY_BYTES, BodyLimit
 
     if not token:
         raise PruneopsError(f"the controller needs a webhook token; set {TOKEN_ENV}")
@@ -256,10 +264,10 @@ def create_app(controller: Controller, token: str) -> Any:
             log.error("alert webhook refused: missing or wrong bearer token")
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
         try:
-            payload = json.loads(await request.body())
-            items = payload["alerts"]
-            assert isinstance(items, list)
-        except (ValueError, KeyError, TypeError, AssertionError):
+            items = json.loads(await request.body())["alerts"]
+        except (ValueError, KeyError, TypeError):
+            items = None
+        if not isinstance(items, list):
             controller.metrics.errors.labels(reason="bad_payload").inc()
             return JSONResponse({"error": "expected Alertmanager's webhook JSON with an 'alerts' list"}, 400)
         outcomes = [await asyncio.to_thread(controller.handle_alert, a) for a in items if isinstance(a, dict)]
@@ -271,10 +279,11 @@ def create_app(controller: Controller, token: str) -> Any:
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "models": controller.models})
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/alerts", alerts, methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
+    return BodyLimit(app, limit=WEBHOOK_BODY_BYTES)

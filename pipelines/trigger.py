@@ -5,7 +5,8 @@ Two ways in, one launcher:
 - **Webhook** (``POST /webhooks/mlflow``): MLflow's ``model_version.created`` deliveries,
   signed ``X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "<delivery id>.<timestamp>.<body>")>``.
   A missing or wrong signature, or a timestamp more than ``max_skew_s`` away, gets 401; a
-  delivery id seen before gets 409 (replay). Both start nothing.
+  delivery id seen before gets 409 (replay). Both start nothing. A body over 1 MiB gets 413
+  before its signature is even computed, and is never held whole.
 - **Polling** (:func:`poll_once`), for stores without webhooks: new versions of the
   configured models since the last look.
 
@@ -154,9 +155,11 @@ def decide(config: TriggerConfig, state: TriggerState, model: str, version: str,
 
 
 def create_app(config: TriggerConfig, launcher: Launcher, state: TriggerState) -> Any:
-    """The webhook receiver (FastAPI)."""
+    """The webhook receiver (FastAPI), its bodies capped at 1 MiB before any signature is checked."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+
+    from pruneops.asgi import WEBHOOK_BODY_BYTES, BodyLimit
 
     if not config.secret:
         raise PruneopsError(f"set {SECRET_ENV}: the webhook receiver refuses to run without a secret")
@@ -194,7 +197,7 @@ def create_app(config: TriggerConfig, launcher: Launcher, state: TriggerState) -
     async def health() -> dict[str, Any]:
         return {"status": "ok", "queued": launcher.jobs.qsize(), "runs": launcher.outcomes, "started": state.started}
 
-    return app
+    return BodyLimit(app, limit=WEBHOOK_BODY_BYTES)
 
 
 def poll_once(config: TriggerConfig, state: TriggerState, launcher: Launcher, registry: Any) -> list[str]:

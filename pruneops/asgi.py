@@ -47,7 +47,7 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 #: Webhook deliveries (MLflow, Alertmanager) are a few kilobytes; 1 MiB leaves room for many alerts.
 WEBHOOK_BODY_BYTES = 1024 * 1024
 #: After a 413, at most this many more bytes are read and dropped before the connection closes.
-DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_BYTES = 256 * 1024 * 1024
 
 
 class BodyLimit:

@@ -266,11 +266,18 @@ def sidecar_cmd(
     ] = 30.0,
     drift_rows: Annotated[int, typer.Option(help="Also compute drift after this many new sampled rows.")] = 1000,
     host: HostOpt = "127.0.0.1",
+    max_connections: Annotated[int, typer.Option(help="Client connections at once; more get 503.")] = 1024,
+    buffer_mb: Annotated[int, typer.Option(help="MiB of request bodies held at once; past it 503.")] = 64,
+    header_timeout: Annotated[float, typer.Option(help="Seconds for a request's headers to arrive.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="Seconds for a request's body to arrive.")] = 60.0,
 ) -> None:
     """Reverse proxy in front of a V2 model server: latency/error metrics, sampling, drift, /metrics."""
+    from serving.http1 import ConnectionLimits
     from serving.sidecar import Sidecar, served_champion
 
-    sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every)
+    limits = ConnectionLimits(max_connections=max_connections, buffer_budget=buffer_mb * 1024 * 1024,
+                              header_timeout=header_timeout, body_timeout=body_timeout)  # fmt: skip
+    sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every, limits=limits)
     if drift_interval > 0:
         from monitoring.drift import DriftWorker
 

@@ -28,9 +28,9 @@ import logging
 import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -44,6 +44,7 @@ HOP_HEADERS = frozenset(
 )  # fmt: skip
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PIPELINED = 16  # queued requests per connection before it stops reading
+DRAINED_AFTER = 8 * 1024 * 1024  # a burst this large calls on_drained when it is over
 
 
 def find_header(headers: Headers, name: bytes) -> bytes | None:
@@ -65,7 +66,7 @@ class Request:
     method: str
     target: bytes  # path and query, as sent
     headers: Headers
-    body: bytes
+    body: bytes | bytearray
     keep_alive: bool = True
     oversized: bool = False  # the body was over the server's limit and was dropped
 
@@ -132,16 +133,74 @@ def encode_reply(reply: Reply, keep_alive: bool, head_only: bool = False) -> byt
 
 
 Handler = Callable[[Request], Awaitable[Reply]]
+#: Told why a connection or request was refused by the server itself (for metrics).
+RefuseHook = Callable[[str], None]
+
+
+@dataclass
+class ConnectionLimits:
+    """What one server lets its clients hold: connections, buffered body bytes, and time.
+
+    - ``max_connections``: past it a new connection is answered 503 and closed at once.
+    - ``buffer_budget``: request bodies held at once, across all connections, from their first
+      byte until their reply is written; a body that would go over it gets 503 and its
+      connection closes. With ``max_body`` it bounds what uploads can make the process hold.
+    - ``header_timeout``: a request's headers must arrive within this many seconds of its first byte.
+    - ``body_timeout``: its body within this many seconds of its headers. Either gets 408.
+    - ``idle_timeout``: a keep-alive connection with no request for this long is closed.
+
+    >>> ConnectionLimits().buffer_budget // (1024 * 1024)
+    64
+    """
+
+    max_body: int = 8 * 1024 * 1024
+    max_connections: int = 1024
+    buffer_budget: int = 64 * 1024 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    idle_timeout: float = 75.0
+
+
+@dataclass
+class _Shared:
+    """State all connections of one server share."""
+
+    limits: ConnectionLimits
+    on_refuse: RefuseHook
+    on_drained: Callable[[], None] | None = None
+    connections: int = 0
+    buffered: int = 0
+    peak: int = 0  # most bytes buffered since the budget last drained to zero
+
+    def hold(self, count: int) -> None:
+        self.buffered += count
+        self.peak = max(self.peak, self.buffered)
+
+    def release(self, count: int) -> None:
+        self.buffered -= count
+        if self.buffered == 0 and self.peak >= DRAINED_AFTER and self.on_drained is not None:
+            self.peak = 0
+            self.on_drained()  # a burst of large bodies is over: give the memory back
 
 
 async def start_server(
-    handler: Handler, host: str, port: int, max_body: int, idle_timeout: float = 75.0
+    handler: Handler,
+    host: str,
+    port: int,
+    max_body: int,
+    idle_timeout: float = 75.0,
+    limits: ConnectionLimits | None = None,
+    on_refuse: RefuseHook | None = None,
+    on_drained: Callable[[], None] | None = None,
 ) -> asyncio.base_events.Server:
     """Serve ``handler`` on ``host:port`` until the returned server is closed.
 
     A body over ``max_body`` is read and dropped, and the handler gets the request with
-    ``oversized=True`` (so it decides the 413 and counts it). A connection with no complete
-    request for ``idle_timeout`` seconds is closed.
+    ``oversized=True`` (so it decides the 413 and counts it). ``limits`` bounds connections,
+    buffered bytes and time (:class:`ConnectionLimits`; its ``max_body`` and ``idle_timeout``
+    are replaced by the arguments); ``on_refuse`` hears each refusal's reason, and
+    ``on_drained`` is called when the buffered bytes fall back to zero after a burst of at
+    least 8 MiB (the sidecar trims its heap there).
 
     >>> async def ok(request: Request) -> Reply:
     ...     return Reply(200, [], b"ok")
@@ -157,35 +216,59 @@ async def start_server(
     HTTP/1.1 200 OK
     """
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: _Connection(handler, max_body, idle_timeout), host, port, reuse_address=True, backlog=1024
-    )
+    chosen = replace(limits or ConnectionLimits(), max_body=max_body, idle_timeout=idle_timeout)
+    shared = _Shared(chosen, on_refuse or (lambda _reason: None), on_drained)
+    return await loop.create_server(lambda: _Connection(handler, shared), host, port, reuse_address=True, backlog=1024)
+
+
+_IDLE, _HEADERS, _BODY = "idle", "headers", "body"  # what a connection is waiting for
+
+
+class _ClosedParser:
+    """Stands in for a closed connection's parser, so the protocol holds no reference cycle."""
+
+    def feed_data(self, _data: bytes) -> None:
+        return None
+
+
+_CLOSED_PARSER: object = _ClosedParser()
 
 
 class _Connection(asyncio.Protocol):
     """One client connection: parse requests, answer them in order, one at a time."""
 
-    def __init__(self, handler: Handler, max_body: int, idle_timeout: float) -> None:
-        self.handler, self.max_body, self.idle_timeout = handler, max_body, idle_timeout
-        self.parser = httptools.HttpRequestParser(self)
+    def __init__(self, handler: Handler, shared: _Shared) -> None:
+        self.handler, self.shared, self.limits = handler, shared, shared.limits
+        self.parser: Any = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.queue: deque[Request | Reply] = deque()  # a Reply here is a final error, then close
         self.worker: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False  # answer what is queued, then close; ignore what follows
         self.paused = False
+        self.counted = False  # counted in shared.connections
+        self.held = 0  # body bytes this connection holds in the shared budget
+        self.phase, self.phase_since = _IDLE, 0.0
         self._new_message()
 
     def _new_message(self) -> None:
         self.target, self.header_bytes = b"", 0
         self.headers: Headers = []
-        self.body: list[bytes] = []
+        self.body = bytearray()
         self.size, self.oversized = 0, False
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.last_active = asyncio.get_running_loop().time()
+        if self.shared.connections >= self.limits.max_connections:
+            self.closing = True
+            self.shared.on_refuse("connections")
+            self.transport.write(encode_reply(error_reply(503, "too many connections; retry", 1), keep_alive=False))
+            self.transport.close()
+            return
+        self.shared.connections += 1
+        self.counted = True
+        self._enter(_IDLE)
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -206,6 +289,16 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self._release(self.held)
+        # The parser and this protocol refer to each other: without this, a closed connection
+        # and whatever it buffered wait for the cyclic collector, which an idle proxy may not
+        # run for a long time (30 stalled uploads left 40 MiB behind).
+        self.parser = _CLOSED_PARSER
+        self.body, self.headers = bytearray(), []
+        self.queue.clear()
+        if self.counted:
+            self.shared.connections -= 1
+            self.counted = False
         if self.timer is not None:
             self.timer.cancel()
         if self.worker is not None:
@@ -214,6 +307,7 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks
     def on_message_begin(self) -> None:
         self._new_message()
+        self._enter(_HEADERS)
 
     def on_url(self, url: bytes) -> None:
         self.target += url
@@ -229,8 +323,9 @@ class _Connection(asyncio.Protocol):
         if self.header_bytes > MAX_HEADER_BYTES:
             self._final(error_reply(431, f"request headers over {MAX_HEADER_BYTES} bytes"))
             return
+        self._enter(_BODY)
         length = find_header(self.headers, b"content-length")
-        self.oversized = length is not None and length.isdigit() and int(length) > self.max_body
+        self.oversized = length is not None and length.isdigit() and int(length) > self.limits.max_body
         expect = find_header(self.headers, b"expect")
         if expect is not None and expect.lower() == b"100-continue":
             if self.oversized:  # refuse now rather than take the upload; the rest is never read
@@ -241,15 +336,29 @@ class _Connection(asyncio.Protocol):
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
+        if self.closing:
+            return
         self.size += len(chunk)
-        if self.size > self.max_body:
+        if self.oversized:
+            return  # drained, never held: the client reads the 413, not a reset
+        if self.size > self.limits.max_body:
             self.oversized = True
-            self.body.clear()  # drained, never held: the client reads the 413, not a reset
-        elif not self.oversized:
-            self.body.append(chunk)
+            self._release(len(self.body))
+            self.body = bytearray()
+            return
+        if self.shared.buffered + len(chunk) > self.limits.buffer_budget:
+            self._release(len(self.body))
+            self.body = bytearray()
+            self.shared.on_refuse("buffer_budget")
+            self._final(error_reply(503, "too many request bodies in flight; retry", retry_after=1))
+            return
+        self.body += chunk
+        self.held += len(chunk)
+        self.shared.hold(len(chunk))
 
     def on_message_complete(self) -> None:
         if not self.closing:
+            self._enter(_IDLE)
             self._dispatch(keep_alive=self.parser.should_keep_alive())
 
     # -- answering
@@ -258,7 +367,8 @@ class _Connection(asyncio.Protocol):
             self._final(error_reply(400, "the request target must be a path (origin form)"))
             return
         method = self.parser.get_method().decode("latin-1")
-        self._enqueue(Request(method, self.target, self.headers, b"".join(self.body), keep_alive, self.oversized))
+        body, self.body = self.body, bytearray()
+        self._enqueue(Request(method, self.target, self.headers, body, keep_alive, self.oversized))
 
     def _final(self, reply: Reply) -> None:
         """Answer ``reply`` after what is queued, then close: the stream can no longer be trusted."""
@@ -284,6 +394,7 @@ class _Connection(asyncio.Protocol):
                     reply, keep_alive, head_only = item, False, False
                 else:
                     reply, keep_alive, head_only = await self._handle(item), item.keep_alive, item.method == "HEAD"
+                    self._release(len(item.body))  # its body is no longer held once answered
                 if transport.is_closing():
                     return
                 keep_alive = keep_alive and not (self.closing and not self.queue)
@@ -296,7 +407,8 @@ class _Connection(asyncio.Protocol):
                     self.paused = False
         finally:
             self.worker = None
-            self.last_active = asyncio.get_running_loop().time()
+            if self.phase == _IDLE:
+                self.phase_since = asyncio.get_running_loop().time()
 
     async def _handle(self, request: Request) -> Reply:
         try:
@@ -305,16 +417,40 @@ class _Connection(asyncio.Protocol):
             log.exception("handler failed for %s %r", request.method, request.target)
             return error_reply(500, "the sidecar failed on this request; see its log")
 
-    def _arm_timer(self, delay: float | None = None) -> None:
-        # One timer per idle period, not one per request: it re-arms itself while traffic flows.
-        self.timer = asyncio.get_running_loop().call_later(delay or self.idle_timeout, self._idle)
+    def _release(self, count: int) -> None:
+        count = min(count, self.held)
+        if count:
+            self.held -= count
+            self.shared.release(count)
 
-    def _idle(self) -> None:
-        quiet = asyncio.get_running_loop().time() - self.last_active
-        if self.worker is not None or quiet < self.idle_timeout:
-            self._arm_timer(self.idle_timeout - quiet if self.worker is None else None)
-        elif self.transport is not None:
-            self.transport.close()
+    # -- deadlines: one timer per connection, ticking at half the shortest deadline (no timer per
+    # request on the hot path); each tick checks the deadline of what the connection waits for.
+    def _enter(self, phase: str) -> None:
+        self.phase, self.phase_since = phase, asyncio.get_running_loop().time()
+
+    def _arm_timer(self) -> None:
+        limits = self.limits
+        period = max(0.1, min(limits.header_timeout, limits.body_timeout, limits.idle_timeout) / 2)
+        self.timer = asyncio.get_running_loop().call_later(period, self._tick)
+
+    def _timeout(self) -> float:
+        limits = self.limits
+        return {_IDLE: limits.idle_timeout, _HEADERS: limits.header_timeout, _BODY: limits.body_timeout}[self.phase]
+
+    def _tick(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        waited = asyncio.get_running_loop().time() - self.phase_since
+        if self.worker is not None or waited < self._timeout():
+            self._arm_timer()  # answering, or still within the deadline
+        elif self.phase == _IDLE:
+            self.transport.close()  # a quiet keep-alive connection
+        else:
+            reason = "header_timeout" if self.phase == _HEADERS else "body_timeout"
+            self.shared.on_refuse(reason)
+            self._release(len(self.body))
+            self.body = bytearray()
+            self._final(error_reply(408, f"the request's {self.phase} did not arrive within {self._timeout():g}s"))
 
 
 class UpstreamError(Exception):
@@ -345,7 +481,7 @@ class UpstreamPool:
         self.timeout, self.max_idle, self.max_reply = timeout, max_idle, max_reply
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def send(self, method: str, target: bytes, headers: Headers, body: bytes) -> Reply:
+    async def send(self, method: str, target: bytes, headers: Headers, body: bytes | bytearray) -> Reply:
         """Forward one request and return the whole reply.
 
         Raises TimeoutError past ``timeout`` seconds, UpstreamUnreachable when the server
@@ -357,12 +493,16 @@ class UpstreamPool:
         head += [name + b": " + value for name, value in headers if name not in HOP_HEADERS]
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             head.append(b"content-length: %d" % len(body))
-        data = b"\r\n".join(head) + b"\r\n\r\n" + body
+        head_bytes = b"\r\n".join(head) + b"\r\n\r\n"
         async with asyncio.timeout(self.timeout):
             while True:
                 (reader, writer), reused = await self._connection()
                 try:
-                    writer.write(data)
+                    if len(body) < 65536:
+                        writer.write(head_bytes + body)  # one send for the common small request
+                    else:
+                        writer.write(head_bytes)
+                        writer.write(body)  # a large body is not copied again
                     try:
                         first = await reader.readuntil(b"\r\n\r\n")
                     except (ConnectionError, asyncio.IncompleteReadError) as err:

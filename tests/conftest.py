@@ -16,7 +16,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Re-exported for the tests: one port finder and one readiness wait, shared with the local stack.
 from monitoring.localstack import free_port, wait_http
 
-__all__ = ["free_port", "wait_http"]
+__all__ = ["free_port", "stop_process", "wait_http"]
 
 
 @pytest.fixture(autouse=True)
@@ -62,12 +62,18 @@ def mlflow_server(mlflow_server_root: Path) -> Iterator[str]:
         wait_http(url + "/health", timeout=90, process=process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -157,3 +157,23 @@ def test_chart_version_follows_the_package() -> None:
     import pruneops
 
     assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == pruneops.__version__
+
+
+def test_trusted_modules_reach_every_container_and_servers_listen_on_the_pod() -> None:
+    objects = render({**ci_values(CHART / "ci" / "full-values.yaml"), "trustedModules": ["acme.models", "acme.tasks"]})
+    for pod in pods(objects):
+        for container in pod["containers"]:
+            if container["name"] == "mlflow":
+                continue
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env["PRUNEOPS_TRUSTED_MODULES"] == "acme.models,acme.tasks", container["name"]
+            assert "--host=0.0.0.0" in container["args"], container["name"]
+    default = render(ci_values(CHART / "ci" / "default-values.yaml"))
+    for pod in pods(default):
+        for container in pod["containers"]:
+            assert "PRUNEOPS_TRUSTED_MODULES" not in {e["name"] for e in container.get("env", [])}
+
+
+def test_trusted_modules_must_be_module_names() -> None:
+    with pytest.raises(Exception, match="trustedModules"):
+        render({**ci_values(CHART / "ci" / "default-values.yaml"), "trustedModules": ["acme; rm -rf /"]})

@@ -27,8 +27,8 @@ def versions(registry: Registry, model: str, count: int) -> list[str]:
     """Register ``count`` small untrained digits models that passed their gate."""
     made = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = build(channels=(4, 4, 4), hidden=8)
-        folder = save_model(model, Path(tmp) / "m", task.arch, probe=task.probe(model))
+        tiny = build(channels=(4, 4, 4), hidden=8)
+        folder = save_model(tiny, Path(tmp) / "m", task.arch, probe=task.probe(tiny))
         for _ in range(count):
             tags = {"gate": "passed", "sparsity": "0.5", "speedup": "2.0", "accuracy": "0.9",
                     "rollout": FAST_SPEC.model_dump_json()}  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, stop_process, wait_http
 from tests.serving.registered import plant
 
 SECRET = "serving-secret"
@@ -27,9 +27,11 @@ class Stack:
     sidecar: str
     env: dict[str, str]
     versions: dict[str, str]
+    server_pid: int = 0
+    sidecar_pid: int = 0
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pruneops.cli", *args], env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
 
@@ -54,19 +56,16 @@ def stack() -> Iterator[Stack]:
     env.pop("MLFLOW_TRACKING_URI", None)
     versions = _register_versions(env)
     server_port, sidecar_port = free_port(), free_port()
-    server = _start(["serve", "--model", "digits", "--port", str(server_port), "--poll-interval", "0.5", "--shadow"],
+    server = start_cli(["serve", "--model", "digits", "--port", str(server_port), "--poll-interval", "0.5", "--shadow"],
                     env, home / "server.log")  # fmt: skip
-    sidecar = _start(["sidecar", "--upstream", f"http://127.0.0.1:{server_port}", "--port", str(sidecar_port),
+    sidecar = start_cli(["sidecar", "--upstream", f"http://127.0.0.1:{server_port}", "--port", str(sidecar_port),
                       "--sample-every", "1"], env, home / "sidecar.log")  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{server_port}/v2/health/ready", timeout=120, process=server)
         wait_http(f"http://127.0.0.1:{sidecar_port}/metrics", timeout=60, process=sidecar)
-        yield Stack(home, f"http://127.0.0.1:{server_port}", f"http://127.0.0.1:{sidecar_port}", env, versions)
+        yield Stack(home, f"http://127.0.0.1:{server_port}", f"http://127.0.0.1:{sidecar_port}", env, versions,
+                    server.pid, sidecar.pid)  # fmt: skip
     finally:
         for process in (sidecar, server):
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process, timeout=20)
         shutil.rmtree(home, ignore_errors=True)

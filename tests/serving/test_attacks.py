@@ -16,7 +16,7 @@ import pytest
 
 from pruneops.registry import Registry
 from tests.serving.conftest import Stack
-from tests.serving.test_serving import infer_body, scrape, served_version, wait_for_version
+from tests.serving.test_serving import alias_delivery, infer_body, scrape, served_version, wait_for_version
 
 pytestmark = pytest.mark.integration
 
@@ -120,14 +120,7 @@ def test_a_batch_over_the_limit_is_400(stack: Stack) -> None:
 
 
 def test_alias_webhook_deliveries_are_deduplicated(stack: Stack) -> None:
-    from pruneops.webhooks import sign
-    from tests.serving.conftest import SECRET
-
-    body = json.dumps({"entity": "model_version_alias", "action": "created",
-                       "data": {"name": "digits", "alias": "champion", "version": "1"}}).encode()  # fmt: skip
-    timestamp = str(int(time.time()))
-    headers = {"X-MLflow-Signature": sign(SECRET, "dup-1", timestamp, body), "X-MLflow-Timestamp": timestamp,
-               "X-MLflow-Delivery-Id": "dup-1", "content-type": "application/json"}  # fmt: skip
+    body, headers = alias_delivery("dup-1")
     first = httpx.post(f"{stack.server}/webhooks/mlflow", content=body, headers=headers, timeout=10)
     again = httpx.post(f"{stack.server}/webhooks/mlflow", content=body, headers=headers, timeout=10)
     assert first.status_code == 202 and again.status_code == 409

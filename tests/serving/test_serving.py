@@ -195,12 +195,18 @@ def test_server_exports_model_info_and_shadow_agreement(stack: Stack, registry: 
         registry.remove_alias("digits", "challenger", "shadow test done")
 
 
-def test_alias_webhook(stack: Stack) -> None:
+def alias_delivery(delivery_id: str) -> tuple[bytes, dict[str, str]]:
+    """A signed MLflow ``model_version_alias.created`` delivery for digits: (body, headers)."""
     body = json.dumps({"entity": "model_version_alias", "action": "created",
                        "data": {"name": "digits", "alias": "champion", "version": "1"}}).encode()  # fmt: skip
     timestamp = str(int(time.time()))
-    headers = {"X-MLflow-Signature": sign(SECRET, "d-1", timestamp, body), "X-MLflow-Timestamp": timestamp,
-               "X-MLflow-Delivery-Id": "d-1", "content-type": "application/json"}  # fmt: skip
+    headers = {"X-MLflow-Signature": sign(SECRET, delivery_id, timestamp, body), "X-MLflow-Timestamp": timestamp,
+               "X-MLflow-Delivery-Id": delivery_id, "content-type": "application/json"}  # fmt: skip
+    return body, headers
+
+
+def test_alias_webhook(stack: Stack) -> None:
+    body, headers = alias_delivery("d-1")
     ok = httpx.post(f"{stack.server}/webhooks/mlflow", content=body, headers=headers, timeout=10)
     assert ok.status_code == 202 and ok.json()["status"] == "refreshing"
     forged = httpx.post(f"{stack.server}/webhooks/mlflow", content=body,

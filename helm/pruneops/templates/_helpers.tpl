@@ -89,3 +89,4 @@ capabilities:
 - name: PRUNEOPS_TRUSTED_MODULES
   value: {{ join "," . | quote }}
 {{- end }}
+{{- end }}
