@@ -313,7 +313,7 @@ def _labels(model: str, reply: Reply, last_served: dict[str, tuple[str, str]]) -
     return ("unknown", "unknown", "unknown")
 
 
-def _sample(window: SampleWindow, metrics: RequestMetrics, model: str, body: bytes, reply: bytes) -> None:
+def _sample(window: SampleWindow, metrics: RequestMetrics, model: str, body: bytes | bytearray, reply: bytes) -> None:
     """Decode a V2 JSON request/response pair into rows; anything else is skipped."""
     try:
         request = json.loads(body)["inputs"][0]
