@@ -75,3 +75,15 @@ def test_check_recipe(tmp_path: Path) -> None:
     bad = run_cli("check-recipe", str(typo), cwd=tmp_path)
     assert bad.returncode == 1
     assert bad.stderr.strip() == "error: invalid recipe: prune.patern: unknown field; did you mean 'pattern'?"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("command", ["serve", "sidecar", "controller", "trigger"])
+def test_every_server_listens_on_loopback_unless_told(command: str) -> None:
+    import typer
+
+    from pruneops.cli import app
+
+    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    (host,) = [p for p in click_command.params if p.name == "host"]
+    assert host.default == "127.0.0.1" and "--host" in host.opts
