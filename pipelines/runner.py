@@ -3,7 +3,9 @@
 Local runs execute every component as a subprocess of the current Python
 (``SubprocessRunner(use_venv=False)``), with pipeline artifacts under
 ``$PRUNEOPS_HOME/kfp``. Inputs are checked before anything runs: the model version must
-exist, the recipe must validate, the task must import. A failing step stops the run with
+exist, the recipe must validate, the task must import. The task is the one given, else the
+one recorded on the source version (its ``pruneops.task`` tag); a version with neither is
+refused with one line, before any step. A failing step stops the run with
 the step's name and reason, and leaves the registry as it was (registration is the last
 write).
 
@@ -46,22 +48,33 @@ def _arguments(model: str, version: str, recipe: Recipe, task: str, tracking_uri
     }
 
 
-def check_inputs(model: str, version: str, task: str) -> str:
-    """Fail fast, before any step runs: the version exists and the task imports. Returns the version number."""
+def check_inputs(model: str, version: str, task: str | None = None, tracking_uri: str | None = None) -> tuple[str, str]:
+    """Fail fast, before any step runs: the version exists and its task imports.
+
+    Returns the version number and the task: ``task`` when given, else the version's
+    ``pruneops.task`` tag.
+    """
     from pruneops.registry import Registry
 
-    load_task(task)
-    return Registry().resolve(model, version).version
+    info = Registry(tracking_uri).resolve(model, version)
+    chosen = task or info.tag("task")
+    if not chosen:
+        raise PruneopsError(
+            f"{model} v{info.version} has no pruneops.task tag, so nothing says how to score it; "
+            "pass --task package.module:task"
+        )
+    load_task(chosen)
+    return info.version, chosen
 
 
-def run_local(model: str, version: str, recipe: Recipe, task: str = "pruneops.tasks.digits:task") -> RunResult:
-    """Run the pipeline on this machine and return the registered version."""
+def run_local(model: str, version: str, recipe: Recipe, task: str | None = None) -> RunResult:
+    """Run the pipeline on this machine and return the registered version (``task``: default the version's tag)."""
     from kfp import local
 
     from pipelines.prune_and_register import GpuPlacement, build_pipeline
     from pruneops.steps import ERROR_FILE_ENV
 
-    number = check_inputs(model, version, task)
+    number, task = check_inputs(model, version, task)
     tracking_uri = settings.tracking_uri()
     root = settings.state_dir() / "kfp"
     root.mkdir(parents=True, exist_ok=True)
@@ -87,11 +100,18 @@ def run_local(model: str, version: str, recipe: Recipe, task: str = "pruneops.ta
 
 
 def submit(
-    host: str, model: str, version: str, recipe: Recipe, task: str, tracking_uri: str, experiment: str = "pruneops"
+    host: str,
+    model: str,
+    version: str,
+    recipe: Recipe,
+    task: str | None,
+    tracking_uri: str,
+    experiment: str = "pruneops",
 ) -> str:
     """Submit the same pipeline to a KFP API server; returns the run id.
 
     ``tracking_uri`` must be reachable from the cluster (the local SQLite default is not).
+    Without ``task``, the version's ``pruneops.task`` tag is read from that server.
     """
     import kfp
 
@@ -99,6 +119,8 @@ def submit(
 
     if not tracking_uri or tracking_uri.startswith("sqlite:"):
         raise PruneopsError("--kfp-host needs a tracking server the cluster can reach; pass --tracking-uri http://...")
+    if task is None:
+        _number, task = check_inputs(model, version, None, tracking_uri)
     pipeline = build_pipeline(GpuPlacement() if recipe.validate_.target == "cuda" else None)
     client = kfp.Client(host=host)
     run = client.create_run_from_pipeline_func(

@@ -36,15 +36,15 @@ from pruneops.recipe import Recipe, load_recipe
 from pruneops.webhooks import DELIVERY, SECRET_ENV, check, sign
 
 log = logging.getLogger("pruneops.trigger")
-RunFn = Callable[[str, str, Recipe, str], Any]
+RunFn = Callable[[str, str, Recipe, str | None], Any]
 
 
 @dataclass
 class TriggerConfig:
-    """Which models trigger runs, with which recipe, scored by which task."""
+    """Which models trigger runs, with which recipe, scored by which task (default: each version's tag)."""
 
     models: dict[str, Recipe]
-    task: str = "pruneops.tasks.digits:task"
+    task: str | None = None
     secret: str = ""
     max_skew_s: int = 300
 
@@ -232,7 +232,7 @@ def poll_once(config: TriggerConfig, state: TriggerState, launcher: Launcher, re
 def default_runner(kfp_host: str | None = None) -> RunFn:
     """Run locally with kfp.local, or submit to ``kfp_host``."""
 
-    def run(model: str, version: str, recipe: Recipe, task: str) -> str:
+    def run(model: str, version: str, recipe: Recipe, task: str | None) -> str:
         from pipelines.runner import run_local, submit
 
         if kfp_host:

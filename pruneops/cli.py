@@ -154,7 +154,9 @@ def run_cmd(
     model: Annotated[str, typer.Option("--model", help="Registered model name.")],
     version: Annotated[str, typer.Option("--version", help="Source version (number or alias).")],
     recipe: Annotated[str, typer.Option("--recipe", help="Recipe YAML file.")],
-    task: Annotated[str, typer.Option(help="Task import path.")] = "pruneops.tasks.digits:task",
+    task: Annotated[
+        str | None, typer.Option(help="Task import path; default: the version's pruneops.task tag.")
+    ] = None,
     kfp_host: Annotated[str | None, typer.Option("--kfp-host", help="Submit to this KFP API server.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="Tracking URI the cluster uses (with --kfp-host).")] = None,
 ) -> None:

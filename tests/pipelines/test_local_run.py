@@ -81,5 +81,20 @@ def test_inputs_refused_before_running(champion: str) -> None:
     assert [v.version for v in Registry().versions("digits")] == ["1"]
 
 
+@pytest.mark.unit
+def test_the_task_comes_from_the_version_or_the_run_is_refused(champion: str, tmp_path: Path) -> None:
+    from pipelines.runner import check_inputs
+    from pruneops.errors import PruneopsError
+
+    assert check_inputs("digits", champion) == (champion, "pruneops.tasks.digits:task")
+    assert check_inputs("digits", "champion", "pruneops.tasks.digits:DigitsTask")[1].endswith(":DigitsTask")
+    registry = Registry()
+    folder = registry.download("digits", champion, tmp_path / "copy")
+    untagged = registry.register("digits", folder, tags={"gate": "passed"}).version  # no pruneops.task
+    with pytest.raises(PruneopsError, match=rf"digits v{untagged} has no pruneops.task tag.*pass --task"):
+        run_local("digits", untagged, parse_recipe(DEMO_RECIPE))
+    assert [v.version for v in registry.versions("digits")] == [champion, untagged]
+
+
 def test_demo_recipe_matches_the_shipped_example() -> None:
     assert parse_recipe(DEMO_RECIPE) == load_recipe(Path(__file__).parents[2] / "recipes/channels-50-cpu.yaml")
