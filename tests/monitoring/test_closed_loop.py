@@ -72,7 +72,10 @@ from pruneops.recipe import RolloutSpec
 from pruneops.registry import Registry
 v1 = init_demo("digits")
 registry = Registry()
-spec = RolloutSpec(successes=2, min_samples=30, max_latency_ratio=1.5)
+# v2 is an identical copy: this checks the loop, not the threshold. On 2 shared cores the p99
+# of ~100 requests per version swings by 2-5x from scrape to scrape (a drift computation, a
+# GC pause), so a tight ratio rejected the copy in one run of three.
+spec = RolloutSpec(successes=2, min_samples=30, max_latency_ratio=3.0, failure_limit=5)
 tags = {"parent_version": v1.version, "rollout": spec.model_dump_json(), "speedup": "1.0", "accuracy_drop": "0.0"}
 v2 = register_copy(registry, "digits", v1.version, tags)
 registry.set_alias("digits", "challenger", v2, why="test")
