@@ -31,7 +31,7 @@ from torch import nn
 
 from pruneops.errors import ModelFormatError
 from pruneops.probe import Probe, check_finite_weights, check_round_trip
-from pruneops.trust import resolve_module_class, resolve_trusted
+from pruneops.trust import resolve_module_class
 
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -66,15 +66,6 @@ class ArchSpec:
             return cls(**data)
         except (ValueError, TypeError) as err:
             raise ModelFormatError(f"{ARCH_FILE} is malformed: {err}") from None
-
-
-def resolve(import_path: str) -> Any:
-    """Import ``pkg.module:attr`` from a trusted module (:mod:`pruneops.trust`) and return it.
-
-    >>> resolve("torch.nn:Linear").__name__
-    'Linear'
-    """
-    return resolve_trusted(import_path)
 
 
 def build_model(spec: ArchSpec) -> nn.Module:

@@ -29,6 +29,7 @@ The HTTP plumbing is :mod:`serving.http1`; this module is the policy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import re
@@ -251,8 +252,9 @@ class Sidecar:
         uvloop.run(main())
 
 
+@functools.cache
 def _libc() -> Any:
-    """glibc, for its allocator's settings; None elsewhere."""
+    """glibc, for its allocator's settings; None elsewhere. Looked up once: ``find_library`` runs a subprocess."""
     import ctypes
     import ctypes.util
 
