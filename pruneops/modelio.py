@@ -2,8 +2,9 @@
 
 ``arch.json`` names a factory by import path (``pkg.module:function``) and its keyword
 arguments. Structured pruning changes widths and head counts, so the file also records the
-scalar attributes that differ from a fresh build (``overrides``, e.g. ``{"features.0":
-{"out_channels": 16}}``); the loader applies them and reshapes every parameter and buffer to
+scalar and tuple attributes that differ from a fresh build (``overrides``, e.g. ``{"features.0":
+{"out_channels": 16}}``); tuples such as ``LayerNorm.normalized_shape`` are recorded as lists and restored as
+tuples); the loader applies them and reshapes every parameter and buffer to
 the stored tensor's shape before loading it. Nothing is unpickled: weights go through
 safetensors. The factory and every ``replaced`` class are resolved through
 :mod:`pruneops.trust`: only ``nn.Module`` subclasses (or marked factories) from trusted
@@ -102,9 +103,16 @@ def _build_with_replacements(spec: ArchSpec) -> nn.Module:
 
 
 def scalar_overrides(model: nn.Module, spec: ArchSpec) -> dict[str, dict[str, Any]]:
-    """The scalar module attributes of ``model`` that differ from a fresh build of ``spec``.
+    """The scalar and tuple module attributes of ``model`` that differ from a fresh build of ``spec``.
 
-    This is how a structurally pruned model records its new widths and head counts.
+    This is how a structurally pruned model records its new widths, head counts and
+    normalized shapes.
+
+    >>> spec = ArchSpec("torch.nn:LayerNorm", {"normalized_shape": 8})
+    >>> norm = build_model(spec)
+    >>> norm.normalized_shape = (4,)
+    >>> scalar_overrides(norm, spec)
+    {'': {'normalized_shape': [4]}}
     """
     fresh = dict(_build_with_replacements(spec).named_modules())
     overrides: dict[str, dict[str, Any]] = {}
@@ -113,9 +121,9 @@ def scalar_overrides(model: nn.Module, spec: ArchSpec) -> dict[str, dict[str, An
         if reference is None:
             raise ModelFormatError(f"module {name!r} is not in the architecture {spec.factory!r}")
         changed = {
-            key: value
+            key: list(value) if isinstance(value, tuple) else value
             for key, value in vars(module).items()
-            if isinstance(value, _SCALARS)
+            if _is_arch_value(value)
             and not key.startswith("_")
             and key not in _NOT_ARCH
             and vars(reference).get(key) != value
@@ -123,6 +131,20 @@ def scalar_overrides(model: nn.Module, spec: ArchSpec) -> dict[str, dict[str, An
         if changed:
             overrides[name] = changed
     return overrides
+
+
+def _is_arch_value(value: Any) -> bool:
+    """A scalar, or a tuple of scalars (``normalized_shape``, ``kernel_size``): what JSON keeps."""
+    if isinstance(value, tuple):
+        return all(isinstance(item, _SCALARS) for item in value)
+    return isinstance(value, _SCALARS)
+
+
+def _restored(current: Any, stored: Any) -> Any:
+    """``stored`` as the type the fresh module holds: JSON turns tuples into lists."""
+    if isinstance(current, tuple) and isinstance(stored, list):
+        return tuple(stored)
+    return stored
 
 
 def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec, probe: Probe | None = None) -> Path:
@@ -199,7 +221,7 @@ def load_model(folder: str | Path) -> nn.Module:
         if name not in modules:
             raise ModelFormatError(f"override for unknown module {name!r} in {ARCH_FILE}")
         for key, value in attrs.items():
-            setattr(modules[name], key, value)
+            setattr(modules[name], key, _restored(getattr(modules[name], key, None), value))
     _reshape_to(model, state)
     try:
         model.load_state_dict(state, strict=True)

@@ -146,8 +146,12 @@ def check_outputs(
 
 def check_round_trip(model: nn.Module, probe: Probe, what: str, atol: float = 1e-4, rtol: float = 1e-3) -> None:
     """Refuse a stored model that does not reproduce, within float tolerance, what it gave in memory."""
-    with torch.no_grad():
-        outputs = model.eval()(torch.from_numpy(probe.inputs)).detach().float().cpu().numpy()
+    try:
+        with torch.no_grad():
+            outputs = model.eval()(torch.from_numpy(probe.inputs)).detach().float().cpu().numpy()
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        # A lost width or head count shows up as a shape error inside forward.
+        raise ModelFormatError(f"{what}: the stored model does not run on the probe: {err}") from None
     if outputs.shape != probe.outputs.shape:
         raise ModelFormatError(
             f"{what}: the stored model gives outputs of shape {list(outputs.shape)}, "

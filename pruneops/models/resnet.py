@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pruneops.trust import model_factory
+
 
 class BasicBlock(nn.Module):
     def __init__(self, inputs: int, outputs: int, stride: int) -> None:
@@ -48,6 +50,7 @@ class ResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1))
 
 
+@model_factory
 def build(widths: list[int] | None = None, blocks: int = 2, num_classes: int = 10) -> ResNet:
     """The architecture factory: ``ResNet(widths, blocks, num_classes)``; default widths 64-128-256-512."""
     return ResNet(widths or [64, 128, 256, 512], blocks, num_classes)

@@ -1,0 +1,1 @@
+"""Models pruneops never saw, written as a team would: used to test ingestion and round trips."""
