@@ -33,6 +33,10 @@ from pruneops.errors import IntegrityError
 #: Short tag name prefix (the registry adds ``pruneops.``): ``sha256.<artifact path>``.
 DIGEST_TAG = "sha256."
 _CHUNK = 1 << 20
+#: What MLflow itself writes into a model folder when it loads it: ``mlflow.pyfunc.load_model``
+#: of ``models:/NAME/V`` on a local store writes ``registered_model_meta`` (name and version,
+#: YAML) into the stored folder. pruneops never reads it, so it is neither recorded nor checked.
+MLFLOW_BOOKKEEPING = frozenset({"registered_model_meta"})
 
 
 def sha256_file(path: Path) -> str:
@@ -52,12 +56,12 @@ def sha256_file(path: Path) -> str:
 
 
 def file_digests(folder: str | Path, under: str) -> dict[str, str]:
-    """``{"<under>/<relative path>": sha256}`` for every file below ``folder``."""
+    """``{"<under>/<relative path>": sha256}`` for every file below ``folder`` (but MLflow's bookkeeping)."""
     folder = Path(folder)
     return {
         f"{under}/{path.relative_to(folder).as_posix()}": sha256_file(path)
         for path in sorted(folder.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.relative_to(folder).as_posix() not in MLFLOW_BOOKKEEPING
     }
 
 

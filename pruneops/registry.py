@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -42,7 +43,7 @@ import numpy as np
 
 from pruneops import settings
 from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
-from pruneops.integrity import digest_tags, file_digests, verify_folder
+from pruneops.integrity import MLFLOW_BOOKKEEPING, digest_tags, file_digests, verify_folder
 
 TAG_PREFIX = "pruneops."
 EVENT_PREFIX = "pruneops.event."
@@ -235,9 +236,13 @@ class Registry:
 
         Before anything is written the folder must prove itself (:func:`pruneops.modelio.verify_saved`):
         it loads, its weights are finite, and it reproduces the outputs its probe recorded
-        in memory. Tags are given without the ``pruneops.`` prefix and set in the same call
-        that creates the version, together with the sha256 of every file uploaded, so a
-        version never exists without its lineage and digests.
+        in memory; so must its ONNX file (exported here when the folder has none). The
+        version is an MLflow model: an ``MLmodel`` (:mod:`pruneops.mlmodel`) is written
+        beside the pruneops files, so plain ``mlflow.pyfunc.load_model`` runs it.
+
+        Tags are given without the ``pruneops.`` prefix and set in the same call that
+        creates the version, together with the sha256 of every file uploaded, so a version
+        never exists without its lineage and digests.
 
         Crash safety: ``key`` names one logical registration (the pipeline passes its run
         id). Calling again with the same key after a crash, at any line, returns the version
@@ -245,10 +250,9 @@ class Registry:
         call also cleans up registrations whose process died. If a step fails, no version is
         created and a model created by this call is removed.
         """
-        model_dir = Path(model_dir)
-        _admit(model_dir)  # refuse what would not serve
         experiment_id = self._experiment_id()
         with tempfile.TemporaryDirectory() as tmp:
+            model_dir = _stage(Path(model_dir), Path(tmp) / MODEL_DIR)  # refuse what would not serve
             reference_dir = _write_reference(Path(tmp) / REFERENCE_DIR, reference, feature_names)
             digests = file_digests(model_dir, MODEL_DIR)
             if reference_dir is not None:
@@ -314,6 +318,23 @@ class Registry:
     def _version_of_run(self, name: str, run_id: str) -> VersionInfo | None:
         found = self._client.search_model_versions(f"name = '{_quoted(name)}' and run_id = '{_quoted(run_id)}'")
         return self.version(name, found[0].version) if found else None
+
+    def log_files(self, run_name: str, files: Mapping[str, str | Path]) -> str:
+        """Log files (``{artifact folder: local file}``) to a new finished run; return its id.
+
+        For what versions refer to but do not contain, such as a data-file task's data.
+        """
+        experiment_id = self._experiment_id()
+        with self._mlflow_errors(f"logging {run_name}"):
+            run_id = str(self._client.create_run(experiment_id, run_name=run_name).info.run_id)
+            for artifact_path, local in files.items():
+                self._client.log_artifact(run_id, str(local), artifact_path)
+            self._client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def has_model(self, name: str) -> bool:
+        """Whether a registered model of this name exists."""
+        return self._find_model(name) is not None
 
     def set_tags(self, name: str, version: str | int, tags: Mapping[str, Any]) -> None:
         """Set ``pruneops.`` tags on an existing version."""
@@ -562,18 +583,30 @@ def _retry_conflict(write: Any, *args: Any, attempts: int = 4) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def _admit(model_dir: Path) -> None:
-    """Refuse a folder that would not serve: it must load and reproduce its probe (and its ONNX file too)."""
+def _stage(model_dir: Path, staged: Path) -> Path:
+    """Copy ``model_dir`` to ``staged`` and make it a version: proven, with ONNX and an MLmodel.
+
+    The folder must load and reproduce its probe (a save that lost anything is refused). A
+    folder without ``model.onnx`` gets one, exported on the probe's inputs; the ONNX file
+    must agree with the probe too. Then :func:`pruneops.mlmodel.add_mlmodel` makes it an
+    MLflow model. The caller's folder is not changed.
+    """
+    import torch
+
+    from pruneops.export import export_onnx, onnx_outputs
+    from pruneops.mlmodel import ONNX_FILE, add_mlmodel
     from pruneops.modelio import verify_saved
     from pruneops.probe import Probe, check_outputs
 
-    verify_saved(model_dir)
-    onnx_path = model_dir / "model.onnx"
-    if onnx_path.is_file():
-        from pruneops.export import onnx_outputs
-
-        probe = Probe.load(model_dir)
-        check_outputs(probe, onnx_outputs(onnx_path, probe.inputs), f"{model_dir / 'model.onnx'}")
+    shutil.copytree(model_dir, staged, ignore=lambda _folder, names: MLFLOW_BOOKKEEPING & set(names))
+    model = verify_saved(staged)
+    probe = Probe.load(staged)
+    onnx_path = staged / ONNX_FILE
+    if not onnx_path.is_file():
+        export_onnx(model, torch.from_numpy(probe.inputs[:2]), onnx_path)
+    check_outputs(probe, onnx_outputs(onnx_path, probe.inputs), f"{model_dir / ONNX_FILE}")
+    add_mlmodel(staged, probe)
+    return staged
 
 
 def _write_reference(folder: Path, reference: np.ndarray | None, feature_names: list[str] | None) -> Path | None:

@@ -70,7 +70,10 @@ def test_digests_are_recorded_and_checked(registry: Registry, name: str, tmp_pat
     reference = np.zeros((4, 2), np.float32)
     version = registry.register(name, saved(tmp_path / "m"), reference=reference).version
     tags = registry.version(name, version).tags
-    assert set(recorded_digests(tags, MODEL_DIR)) == {f"model/{f}" for f in (ARCH_FILE, WEIGHTS_FILE, PROBE_FILE)}
+    stored = registry.download(name, version, tmp_path / "dl", verify=False)
+    # Every stored file has a digest: the pruneops files and the MLflow model beside them.
+    assert set(recorded_digests(tags, MODEL_DIR)) == {f"model/{p.name}" for p in stored.iterdir()}
+    assert {ARCH_FILE, WEIGHTS_FILE, PROBE_FILE, "model.onnx", "MLmodel"} <= {p.name for p in stored.iterdir()}
     assert set(recorded_digests(tags, REFERENCE_DIR)) == {"reference/reference.parquet"}
     assert registry.load_model(name, version).out_features == 3
 

@@ -1,0 +1,47 @@
+"""Every registered version is an MLflow model that plain MLflow loads and runs (issue 14, point 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.models import Model
+from torch import nn
+
+from pruneops.mlmodel import MLMODEL_FILE, ONNX_FILE
+from pruneops.registry import Registry
+from tests.pruneops.test_registration import INPUTS, saved
+
+
+def test_a_registered_version_runs_under_plain_pyfunc(registry: Registry, name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).eval()
+    folder = saved(tmp_path / "m", model)
+    before = sorted(p.name for p in folder.iterdir())
+    info = registry.register(name, folder)
+    assert sorted(p.name for p in folder.iterdir()) == before, "the caller's folder is left as it was"
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{info.version}")
+    rows = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    (predicted,) = loaded.predict(rows).values()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-5)
+
+    meta = loaded.metadata
+    assert meta.flavors["python_function"]["loader_module"] == "mlflow.onnx"
+    assert meta.flavors["onnx"]["providers"] == ["CPUExecutionProvider"]
+    spec = meta.signature.inputs.to_dict()[0]["tensor-spec"], meta.signature.outputs.to_dict()[0]["tensor-spec"]
+    assert spec == ({"dtype": "float32", "shape": (-1, 4)}, {"dtype": "float32", "shape": (-1, 3)})
+
+
+def test_the_example_and_pruneops_files_travel_together(registry: Registry, name: str, tmp_path: Path) -> None:
+    info = registry.register(name, saved(tmp_path / "m"))
+    local = registry.download(name, info.version, tmp_path / "dl")
+    names = {p.name for p in local.iterdir()}
+    assert {MLMODEL_FILE, ONNX_FILE, "arch.json", "model.safetensors", "probe.safetensors"} <= names
+    assert {"input_example.json", "serving_input_example.json", "requirements.txt"} <= names
+    example = Model.load(str(local / MLMODEL_FILE)).load_input_example(str(local))
+    np.testing.assert_array_equal(example, INPUTS.numpy()[:2])
