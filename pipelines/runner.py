@@ -17,6 +17,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pruneops import settings
 from pruneops.errors import PruneopsError
@@ -48,15 +49,30 @@ def _arguments(model: str, version: str, recipe: Recipe, task: str, tracking_uri
     }
 
 
-def check_inputs(model: str, version: str, task: str | None = None, tracking_uri: str | None = None) -> tuple[str, str]:
-    """Fail fast, before any step runs: the version exists and its task imports.
+def check_inputs(
+    model: str,
+    version: str,
+    task: str | None = None,
+    tracking_uri: str | None = None,
+    recipe: Recipe | None = None,
+    local: bool = False,
+) -> tuple[str, str]:
+    """Fail fast, before any step runs, with the one-line errors the steps would give later.
 
+    Checks, in order: the version exists; its format can take the recipe's pattern
+    (:func:`pruneops.sources.check_version`, from the file list and ``MLmodel`` only); the
+    task loads; the recipe's pattern fits the model's layers (N:M divisibility, attention
+    for heads, a block list for blocks: :func:`pruneops.pruning.check_fits` on the
+    downloaded model); and, for a ``local`` run, the target's runtimes exist on this machine.
     Returns the version number and the task: ``task`` when given, else the version's
     ``pruneops.task`` tag.
     """
     from pruneops.registry import Registry
+    from pruneops.sources import check_version
 
-    info = Registry(tracking_uri).resolve(model, version)
+    registry = Registry(tracking_uri)
+    info = registry.resolve(model, version)
+    check_version(registry, model, info.version, recipe.prune.pattern if recipe else None)
     chosen = task or info.tag("task")
     if not chosen:
         raise PruneopsError(
@@ -64,7 +80,45 @@ def check_inputs(model: str, version: str, task: str | None = None, tracking_uri
             "pass --task package.module:task"
         )
     load_task(chosen)
+    if recipe is not None:
+        _check_fits(registry, model, info.version, recipe)
+        if local:
+            _check_runtimes(recipe)
     return info.version, chosen
+
+
+def _check_fits(registry: Any, model: str, version: str, recipe: Recipe) -> None:
+    from pruneops.integrity import recorded_digests
+    from pruneops.pruning import check_fits, glob_filter
+    from pruneops.pruning.config import from_spec
+    from pruneops.registry import MODEL_DIR
+    from pruneops.sources import import_model
+
+    signed = bool(recorded_digests(registry.version(model, version).tags, MODEL_DIR))
+    with tempfile.TemporaryDirectory() as tmp:
+        module, _spec = import_model(registry.download(model, version, tmp, verify=signed))
+        try:
+            check_fits(module, from_spec(recipe.prune), glob_filter(recipe.prune.include, recipe.prune.exclude))
+        except PruneopsError as err:
+            raise PruneopsError(f"{model} v{version}: {err}") from None
+
+
+def _check_runtimes(recipe: Recipe) -> None:
+    """A local run validates on this machine: the target's runtimes must be here."""
+    import importlib.util
+
+    import torch
+
+    needs_gpu = recipe.validate_.target == "cuda" or "torch-sparse" in recipe.validate_.runtimes
+    if needs_gpu and not torch.cuda.is_available():
+        raise PruneopsError(
+            "the recipe validates on target cuda, and this machine has no CUDA GPU; "
+            "submit it with --kfp-host to a cluster with GPU nodes, or use target cpu"
+        )
+    if "onnxruntime" in recipe.validate_.runtimes and importlib.util.find_spec("onnxruntime") is None:
+        raise PruneopsError(
+            "the recipe validates on onnxruntime, which is not installed here (pip install onnxruntime)"
+        )
 
 
 def run_local(model: str, version: str, recipe: Recipe, task: str | None = None) -> RunResult:
@@ -74,7 +128,7 @@ def run_local(model: str, version: str, recipe: Recipe, task: str | None = None)
     from pipelines.prune_and_register import GpuPlacement, build_pipeline
     from pruneops.steps import ERROR_FILE_ENV
 
-    number, task = check_inputs(model, version, task)
+    number, task = check_inputs(model, version, task, recipe=recipe, local=True)
     tracking_uri = settings.tracking_uri()
     root = settings.state_dir() / "kfp"
     root.mkdir(parents=True, exist_ok=True)
@@ -119,8 +173,7 @@ def submit(
 
     if not tracking_uri or tracking_uri.startswith("sqlite:"):
         raise PruneopsError("--kfp-host needs a tracking server the cluster can reach; pass --tracking-uri http://...")
-    if task is None:
-        _number, task = check_inputs(model, version, None, tracking_uri)
+    _number, task = check_inputs(model, version, task, tracking_uri, recipe)
     pipeline = build_pipeline(GpuPlacement() if recipe.validate_.target == "cuda" else None)
     client = kfp.Client(host=host)
     run = client.create_run_from_pipeline_func(

@@ -86,6 +86,29 @@ def init_demo_cmd(
     console.print(_version_table(f"{name} @ {tracking_uri()}", [info]))
 
 
+@app.command("register")
+@_one_line_errors
+def register_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    model: Annotated[
+        str, typer.Argument(help="The trained model: a saved pruneops folder (arch.json, model.safetensors).")
+    ],
+    data: Annotated[
+        str | None, typer.Option(help="Data file (.npz with inputs/labels, or .parquet with a label column).")
+    ] = None,
+    metric: Annotated[str | None, typer.Option(help="With --data: accuracy, f1, mse or cosine.")] = None,
+    task: Annotated[str | None, typer.Option(help="Instead of --data: a task import path or data: spec.")] = None,
+) -> None:
+    """Register a trained model as a pipeline source, with how to score it; champion if the model has none."""
+    from pruneops.onboard import register_model
+    from pruneops.settings import tracking_uri
+
+    with console.status(f"registering {name}"):
+        info = register_model(name, model, task=task, data=data, metric=metric)
+    console.print(_version_table(f"{name} @ {tracking_uri()}", [info]))
+    console.print(f"task: {info.tag('task')}")
+
+
 @app.command("demo")
 @_one_line_errors
 def demo_cmd(

@@ -9,11 +9,9 @@
 
 from __future__ import annotations
 
-import tempfile
-
-from pruneops.modelio import save_model
+from pruneops.onboard import register_source
 from pruneops.registry import CHAMPION, Registry, VersionInfo
-from pruneops.tasks import Task, load_task
+from pruneops.tasks import load_task
 
 DEFAULT_TASK = "pruneops.tasks.digits:task"
 
@@ -35,42 +33,6 @@ DEMO_RECIPE = {
 }
 
 
-def register_baseline(
-    registry: Registry, name: str, task: Task, model: object, task_path: str, why: str = "baseline"
-) -> VersionInfo:
-    """Register a dense model as a new version with its metrics and reference sample, and make it champion.
-
-    >>> # registry, task = Registry(), load_task(DEFAULT_TASK)
-    >>> # register_baseline(registry, "digits", task, task.train_baseline(), DEFAULT_TASK)
-    """
-    from torch import nn
-
-    assert isinstance(model, nn.Module)
-    metrics = task.evaluate(model)
-    reference, columns = task.reference_table(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_model(model, tmp, task.arch, probe=task.probe(model))
-        info = registry.register(
-            name,
-            tmp,
-            tags={
-                "source": "baseline",
-                "task": task_path,
-                "method": "dense",
-                "pattern": "dense",
-                "sparsity": 0.0,
-                "accuracy": f"{metrics[task.primary_metric]:.6f}",
-                "gate": "passed",
-            },
-            metrics=metrics,
-            reference=reference,
-            feature_names=columns,
-            report={"task": task_path, "metrics": metrics, "kind": "baseline"},
-        )
-    registry.set_alias(name, CHAMPION, info.version, why)
-    return registry.version(name, info.version)
-
-
 def init_demo(name: str = "digits", task_path: str = DEFAULT_TASK, seed: int = 0, force: bool = False) -> VersionInfo:
     """Train the task's baseline and register it as ``champion``; reuse an existing champion unless ``force``."""
     registry = Registry()
@@ -79,7 +41,8 @@ def init_demo(name: str = "digits", task_path: str = DEFAULT_TASK, seed: int = 0
         if existing is not None:
             return existing
     task = load_task(task_path)
-    return register_baseline(registry, name, task, task.train_baseline(seed), task_path, why="init-demo")
+    model = task.train_baseline(seed)
+    return register_source(registry, name, model, task.arch, task, task_path, champion=True, why="init-demo")
 
 
 def _existing_champion(registry: Registry, name: str) -> VersionInfo | None:

@@ -36,6 +36,9 @@ from pruneops.trust import resolve_module_class
 
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "model.safetensors"
+#: A model imported from an exported program (MLflow's pt2) keeps the program as its architecture.
+PROGRAM_FILE = "program.pt2"
+PROGRAM_FACTORY = "pruneops.graph:load_program"
 FORMAT_VERSION = 1
 _SCALARS = (int, float, bool, str)
 # Module state that is not architecture: train/eval mode is set by the loader.
@@ -67,6 +70,15 @@ class ArchSpec:
             return cls(**data)
         except (ValueError, TypeError) as err:
             raise ModelFormatError(f"{ARCH_FILE} is malformed: {err}") from None
+
+
+def saved_spec(folder: str | Path) -> ArchSpec:
+    """The factory and arguments a saved model was built from (its overrides left out).
+
+    A model pruned from it is saved with this spec; its own overrides are computed afresh.
+    """
+    spec = ArchSpec.from_json((Path(folder) / ARCH_FILE).read_text())
+    return ArchSpec(spec.factory, dict(spec.kwargs))
 
 
 def build_model(spec: ArchSpec) -> nn.Module:
@@ -158,10 +170,13 @@ def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec, probe: Prob
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with_replacements = ArchSpec(spec.factory, dict(spec.kwargs), replaced=replaced_modules(model, spec))
-    full = ArchSpec(
-        spec.factory, dict(spec.kwargs), scalar_overrides(model, with_replacements), with_replacements.replaced
-    )
+    if spec.factory == PROGRAM_FACTORY:
+        full = _save_program(model, folder, probe)
+    else:
+        with_replacements = ArchSpec(spec.factory, dict(spec.kwargs), replaced=replaced_modules(model, spec))
+        full = ArchSpec(
+            spec.factory, dict(spec.kwargs), scalar_overrides(model, with_replacements), with_replacements.replaced
+        )
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     if any(".parametrizations." in name for name in state):
         raise ModelFormatError("model still has parametrizations; call make_permanent(model) before saving")
@@ -170,6 +185,28 @@ def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec, probe: Prob
     if probe is not None:
         probe.save(folder)
     return folder
+
+
+def _save_program(model: nn.Module, folder: Path, probe: Probe | None) -> ArchSpec:
+    """Put the model's exported program beside its weights: the one it was loaded from, or a new export.
+
+    A module with no program (an allowed pickle) is exported on the probe's inputs, with a
+    dynamic batch dimension.
+    """
+    import shutil
+
+    from pruneops.graph import PROGRAM_ATTR
+
+    source = getattr(model, PROGRAM_ATTR, None)
+    if source is None:
+        if probe is None:
+            raise ModelFormatError("saving a module as an exported program needs a probe (its example inputs)")
+        example = torch.from_numpy(probe.inputs[:2])
+        program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        torch.export.save(program, str(folder / PROGRAM_FILE))
+    elif Path(source).resolve() != (folder / PROGRAM_FILE).resolve():
+        shutil.copy(source, folder / PROGRAM_FILE)
+    return ArchSpec(PROGRAM_FACTORY)
 
 
 def verify_saved(folder: str | Path) -> nn.Module:
@@ -212,10 +249,13 @@ def load_model(folder: str | Path) -> nn.Module:
         state = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelFormatError(f"{folder / WEIGHTS_FILE} is corrupt: {err}") from None
-    try:
-        model = _build_with_replacements(spec)
-    except (AttributeError, TypeError) as err:
-        raise ModelFormatError(f"{ARCH_FILE} lists a replacement that does not fit: {err}") from None
+    if spec.factory == PROGRAM_FACTORY:
+        model = _load_program(folder, spec)
+    else:
+        try:
+            model = _build_with_replacements(spec)
+        except (AttributeError, TypeError) as err:
+            raise ModelFormatError(f"{ARCH_FILE} lists a replacement that does not fit: {err}") from None
     modules = dict(model.named_modules())
     for name, attrs in spec.overrides.items():
         if name not in modules:
@@ -228,6 +268,17 @@ def load_model(folder: str | Path) -> nn.Module:
     except RuntimeError as err:
         raise ModelFormatError(f"weights do not fit the architecture {spec.factory!r}: {err}") from None
     return model.eval()
+
+
+def _load_program(folder: Path, spec: ArchSpec) -> nn.Module:
+    """The architecture of a model imported from an exported program: the program, checked and lifted."""
+    from pruneops.graph import STRUCTURED_REFUSAL, load_program
+
+    if spec.overrides or spec.replaced or spec.kwargs:
+        raise ModelFormatError(f"{ARCH_FILE}: {STRUCTURED_REFUSAL}")
+    if not (folder / PROGRAM_FILE).is_file():
+        raise ModelFormatError(f"{folder} is not a pruneops model: {PROGRAM_FILE} is missing")
+    return load_program(folder / PROGRAM_FILE)
 
 
 def _reshape_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

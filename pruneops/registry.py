@@ -33,7 +33,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ import numpy as np
 
 from pruneops import settings
 from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
-from pruneops.integrity import MLFLOW_BOOKKEEPING, digest_tags, file_digests, verify_folder
+from pruneops.integrity import MLFLOW_BOOKKEEPING, digest_tags, file_digests, recorded_digests, verify_folder
 
 TAG_PREFIX = "pruneops."
 EVENT_PREFIX = "pruneops.event."
@@ -193,7 +193,7 @@ class Registry:
         info = self.resolve(name, ref)
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        uri = info.source if part == MODEL_DIR else f"runs:/{info.run_id}/{part}"
+        uri = self._artifact_root(info) if part == MODEL_DIR else f"runs:/{info.run_id}/{part}"
         with self._mlflow_errors(f"{part} of {name} v{info.version}"):
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, dst_path=str(dest), tracking_uri=self.tracking_uri
@@ -201,6 +201,65 @@ class Registry:
         if verify and part in (MODEL_DIR, REFERENCE_DIR):
             verify_folder(local, part, info.tags, what=f"{name} v{info.version}")
         return Path(local)
+
+    def download_uri(self, uri: str, dest: str | Path) -> Path:
+        """Download an MLflow model URI (``models:/NAME/3``, ``models:/NAME@alias``, ``runs:/ID/model``) to ``dest``.
+
+        A registered version's files are checked against its digests when it has them.
+        """
+        import mlflow
+
+        if uri.startswith("models:/") and not uri.startswith("models:/m-"):
+            name, _, ref = uri.removeprefix("models:/").rstrip("/").replace("@", "/").rpartition("/")
+            info = self.resolve(name, ref)
+            signed = bool(recorded_digests(info.tags, MODEL_DIR))
+            return self.download(name, info.version, dest, verify=signed)
+        with self._mlflow_errors(uri):
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=str(dest), tracking_uri=self.tracking_uri
+                )
+            )
+
+    def model_files(self, name: str, ref: str | int, depth: int = 2) -> list[str]:
+        """The paths of a version's model files (``data/model.pt2``), listed without downloading them."""
+        import mlflow
+
+        info = self.resolve(name, ref)
+        found: list[str] = []
+
+        def walk(uri: str, prefix: str, level: int) -> None:
+            for entry in mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri):
+                leaf = entry.path.rsplit("/", 1)[-1]
+                if entry.is_dir and level < depth:
+                    walk(f"{uri}/{leaf}", f"{prefix}{leaf}/", level + 1)
+                elif not entry.is_dir:
+                    found.append(prefix + leaf)
+
+        with self._mlflow_errors(f"files of {name} v{info.version}"):
+            walk(self._artifact_root(info), "", 1)
+        return found
+
+    def _artifact_root(self, info: VersionInfo) -> str:
+        """Where a version's files are: MLflow 3 sources ``models:/m-<id>`` resolve to the logged model's location."""
+        if info.source.startswith("models:/m-"):
+            return str(self._client.get_logged_model(info.source.removeprefix("models:/")).artifact_location)
+        return info.source
+
+    def read_file(self, name: str, ref: str | int, path: str, limit: int = 1 << 20) -> str:
+        """One small text file of a version's model folder (its ``MLmodel``), at most ``limit`` bytes."""
+        import mlflow
+
+        info = self.resolve(name, ref)
+        with tempfile.TemporaryDirectory() as tmp, self._mlflow_errors(f"{path} of {name} v{info.version}"):
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{self._artifact_root(info)}/{path}", dst_path=tmp, tracking_uri=self.tracking_uri
+                )
+            )
+            if local.stat().st_size > limit:
+                raise ModelFormatError(f"{path} of {name} v{info.version} is over {limit} bytes")
+            return local.read_text()
 
     def load_model(self, name: str, ref: str | int = CHAMPION) -> Any:
         """Download and rebuild a version's torch model (no pickle involved)."""
@@ -231,6 +290,8 @@ class Registry:
         report: Mapping[str, Any] | None = None,
         extra_artifacts: Mapping[str, str | Path] | None = None,
         key: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        step_metrics: Mapping[str, Sequence[float]] | None = None,
     ) -> VersionInfo:
         """Register a saved model folder as a new version, with lineage and evidence.
 
@@ -239,6 +300,12 @@ class Registry:
         in memory; so must its ONNX file (exported here when the folder has none). The
         version is an MLflow model: an ``MLmodel`` (:mod:`pruneops.mlmodel`) is written
         beside the pruneops files, so plain ``mlflow.pyfunc.load_model`` runs it.
+
+        Lineage in MLflow's own terms: ``params`` (the recipe, flattened, and where the model
+        came from) are logged on the run; ``step_metrics`` (``{"finetune_train_loss": [...]}``)
+        are logged with their step index, so the MLflow UI draws them; and an MLflow 3 logged
+        model (type ``pruneops``, with the params) is created from the run, so the UI's models
+        list shows it beside the run that also made the version.
 
         Tags are given without the ``pruneops.`` prefix and set in the same call that
         creates the version, together with the sha256 of every file uploaded, so a version
@@ -272,11 +339,15 @@ class Registry:
                     run = self._client.create_run(experiment_id, run_name=f"{name}-register", tags=run_tags)
                     run_id = run.info.run_id
                     self._log_evidence(run_id, model_dir, metrics, reference_dir, report, extra_artifacts)
+                    self._log_lineage(experiment_id, run_id, name, params, step_metrics)
                     if self._find_model(name) is None:
                         self._client.create_registered_model(name, description="managed by pruneops")
                         created_model = True
                     version = self._client.create_model_version(
-                        name, source=f"{run.info.artifact_uri}/{MODEL_DIR}", run_id=run_id, tags=full_tags
+                        name,
+                        source=f"{run.info.artifact_uri}/{MODEL_DIR}",
+                        run_id=run_id,
+                        tags=full_tags,
                     )
                     self._client.set_terminated(run_id, "FINISHED")
                     return self._info(version)
@@ -504,6 +575,38 @@ class Registry:
                 self._client.log_artifact(run_id, str(Path(tmp) / REPORT_FILE), REPORT_DIR)
         for artifact_path, local in (extra_artifacts or {}).items():
             self._client.log_artifact(run_id, str(local), artifact_path)
+
+    def _log_lineage(
+        self,
+        experiment_id: str,
+        run_id: str,
+        name: str,
+        params: Mapping[str, Any] | None,
+        step_metrics: Mapping[str, Sequence[float]] | None,
+    ) -> str:
+        """Params and per-step metrics on the run, and the MLflow 3 logged model made from it; returns its id.
+
+        The version is not given the logged model's id: a server refuses it unless the
+        version's files live in the logged model, and they live in the run (``model/``),
+        where digests, crash recovery and older versions expect them. The run links both.
+        """
+        from mlflow.entities import Metric, Param
+
+        text = {key: str(value)[:6000] for key, value in (params or {}).items() if value is not None}
+        now = int(time.time() * 1000)
+        series = [
+            Metric(key, float(value), now, step)
+            for key, values in (step_metrics or {}).items()
+            for step, value in enumerate(values)
+        ]
+        params_list = [Param(key, value) for key, value in text.items()]
+        for start in range(0, max(len(params_list), len(series)), 100):  # MLflow's batch limits
+            self._client.log_batch(run_id, metrics=series[start : start + 100], params=params_list[start : start + 100])
+        logged = self._client.create_logged_model(
+            experiment_id, name=name, source_run_id=run_id, params=text, model_type="pruneops"
+        )
+        self._client.finalize_logged_model(logged.model_id, "READY")
+        return str(logged.model_id)
 
     def _info(self, mv: Any) -> VersionInfo:
         return VersionInfo(

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pruneops.modelio import load_model, save_model
+from pruneops.modelio import ARCH_FILE, load_model, save_model, saved_spec
 from pruneops.recipe import Recipe, parse_recipe
 from pruneops.tasks import Task, load_task
 
@@ -73,21 +73,28 @@ def recipe_from_json(text: str) -> Recipe:
 
 
 def baseline(model_name: str, version: str, task_path: str, out_dir: str | Path) -> dict[str, float]:
-    """Download the source version into ``out_dir`` and measure its metrics there.
+    """Download the source version into ``out_dir`` (as a pruneops model) and measure its metrics there.
 
     Its files are checked against the digests recorded at registration when it has them;
-    a source model a team registered outside pruneops has none.
+    a source model a team registered outside pruneops has none. A team's MLflow pytorch
+    (pt2) model is imported (:mod:`pruneops.sources`) and saved as a pruneops model with a
+    probe of the task's inputs.
     """
     from pruneops.integrity import recorded_digests
     from pruneops.registry import MODEL_DIR, Registry
+    from pruneops.sources import import_model
 
     out_dir = Path(out_dir)
     registry = Registry()
     signed = bool(recorded_digests(registry.resolve(model_name, version).tags, MODEL_DIR))
+    task = load_task(task_path)
     with tempfile.TemporaryDirectory() as tmp:
         folder = registry.download(model_name, version, tmp, verify=signed)
-        shutil.copytree(folder, out_dir, dirs_exist_ok=True)
-    task = load_task(task_path)
+        if (folder / ARCH_FILE).is_file():
+            shutil.copytree(folder, out_dir, dirs_exist_ok=True)
+        else:
+            model, spec = import_model(folder)
+            save_model(model, out_dir, spec, probe=task.probe(model))
     metrics = task.evaluate(load_model(out_dir))
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -117,7 +124,7 @@ def prune(dense_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | 
             {k: v.to(torch.uint8).contiguous() for k, v in result.report.masks.items()}, str(out_dir / MASKS_FILE)
         )
     make_permanent(model)
-    save_model(model, out_dir, task.arch, probe=task.probe(model))
+    save_model(model, out_dir, saved_spec(dense_dir), probe=task.probe(model))
     report = result.report.to_dict() | {"steps": result.steps}
     (out_dir / PRUNE_REPORT).write_text(json.dumps(report, indent=2, default=float))
     return report
@@ -142,7 +149,7 @@ def finetune(
     result = run_finetune(model, task, recipe.finetune, teacher=teacher, progress=False)
     make_permanent(model)
     out_dir = Path(out_dir)
-    save_model(model, out_dir, task.arch, probe=task.probe(model))
+    save_model(model, out_dir, saved_spec(pruned_dir), probe=task.probe(model))
     shutil.copy(Path(pruned_dir) / PRUNE_REPORT, out_dir / PRUNE_REPORT)
     summary = {"epochs": len(result.history), "best_metric": result.best_metric, "history": result.history}
     (out_dir / "finetune.json").write_text(json.dumps(summary, indent=2))
@@ -219,6 +226,8 @@ def register(
             report=evidence,
             extra_artifacts=extra,
             key=f"kfp:{run_key}:register" if run_key else None,
+            params=run_params(recipe, model_name, parent_version, task_path, run_key),
+            step_metrics=step_series(Path(candidate_dir), evidence),
         )
     return info.version
 
@@ -258,6 +267,46 @@ def lineage_tags(evidence: dict[str, Any], recipe: Recipe, parent_version: str, 
         # The rollout controller analyses this version in serving against these thresholds.
         "rollout": recipe.rollout.model_dump_json(),
     }
+
+
+def run_params(recipe: Recipe, model_name: str, parent_version: str, task_path: str, run_key: str) -> dict[str, str]:
+    """The MLflow params of a registration: the whole recipe flattened, and where the model came from.
+
+    >>> from pruneops.recipe import parse_recipe
+    >>> params = run_params(parse_recipe({"prune": {"method": "wanda", "pattern": "2:4"}}), "m", "1", "t", "")
+    >>> params["prune.method"], params["parent_version"], params["kfp_run_id"]
+    ('wanda', '1', 'local')
+    """
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif value is not None:
+            flat[prefix] = value if isinstance(value, str) else json.dumps(value)
+
+    walk("", recipe.to_dict())
+    return flat | {
+        "source_model": model_name,
+        "parent_version": parent_version,
+        "task": task_path,
+        "kfp_run_id": run_key or "local",
+    }
+
+
+def step_series(candidate_dir: Path, evidence: dict[str, Any]) -> dict[str, list[float]]:
+    """Per-step metrics for MLflow's charts: sparsity per pruning step, loss and metrics per fine-tuning epoch."""
+    series: dict[str, list[float]] = {}
+    for step in evidence.get("prune", {}).get("steps", []):
+        series.setdefault("prune_step_sparsity", []).append(float(step["sparsity"]))
+    summary = candidate_dir / "finetune.json"
+    history = json.loads(summary.read_text()).get("history", []) if summary.is_file() else []
+    for epoch in history:
+        for key, value in epoch.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                series.setdefault(f"finetune_{key}", []).append(float(value))
+    return series
 
 
 def _flat_metrics(evidence: dict[str, Any]) -> dict[str, float]:

@@ -139,6 +139,30 @@ def select_layers(model: nn.Module, filter_fn: FilterFn | None = None) -> dict[s
     return layers
 
 
+def check_fits(model: nn.Module, config: PruneConfig, filter_fn: FilterFn | None = None) -> list[str]:
+    """What :func:`prune_` would refuse, without touching the model: selected layer names, or :class:`PruningError`.
+
+    Checks that the filter selects a layer, that N:M fits every selected layer (input width
+    divisible by M, no grouped convolution), that ``heads`` finds attention modules and
+    ``blocks`` a block list.
+
+    >>> model = torch.nn.Sequential(torch.nn.Linear(30, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    >>> check_fits(model, MagnitudeConfig(pattern="2:4"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruningError: layer '0' cannot take pattern 2:4: its input dimension 30 is not divisible by 4; ...
+    """
+    from pruneops.pruning.structured import _attention_modules, find_block_list
+
+    layers = select_layers(model, filter_fn)
+    _check_pattern_fits(config, layers)
+    if config.pattern == "heads" and not _attention_modules(model):
+        raise PruningError("pattern heads needs attention modules with num_heads and query/key/value layers")
+    if config.pattern == "blocks":
+        find_block_list(model)
+    return list(layers)
+
+
 def prune_(
     model: nn.Module,
     config: PruneConfig,

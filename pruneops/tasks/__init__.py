@@ -34,7 +34,8 @@ class Task(ABC):
     name: str = "task"
     #: The metric that gates and early stopping compare; higher is better.
     primary_metric: str = "accuracy"
-    #: The baseline architecture; pruned models keep its factory.
+    #: The architecture of the baseline :meth:`train_baseline` builds (demos). Pipeline steps
+    #: take the architecture from the source model's own ``arch.json`` instead.
     arch: ArchSpec
     #: What the model outputs: ``classes`` (a score per class) or ``values`` (embeddings,
     #: regressions). The probe saved with each model is compared accordingly.
@@ -99,17 +100,24 @@ class Task(ABC):
 
 
 def load_task(import_path: str) -> Task:
-    """Resolve ``package.module:attribute`` to a :class:`Task` instance.
+    """Resolve ``package.module:attribute`` (or a ``data:`` spec) to a :class:`Task` instance.
 
     The module must be trusted (:mod:`pruneops.trust`; a version's ``pruneops.task`` tag is
     written by whoever writes the registry). The attribute must be a Task instance, or a
     Task subclass, which is then built without arguments; nothing else is called.
+
+    A ``data:`` spec (``data:eval.npz#metric=accuracy``) names the built-in data-file task
+    instead (:mod:`pruneops.tasks.datafile`): no code is imported at all.
 
     >>> load_task("pruneops.tasks.digits:nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     pruneops.errors.UntrustedCodeError: cannot import 'pruneops.tasks.digits:nope': ...
     """
+    if import_path.startswith("data:"):
+        from pruneops.tasks.datafile import load_data_task
+
+        return load_data_task(import_path)
     found = resolve_trusted(import_path, what="import task")
     if isinstance(found, Task):
         return found

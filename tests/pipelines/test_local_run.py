@@ -7,6 +7,7 @@ inputs refused before anything runs.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -59,9 +60,12 @@ def test_failed_gate_is_registered_without_alias(champion: str) -> None:
 
 
 def test_step_failing_midway_names_step_and_leaves_registry(champion: str) -> None:
-    recipe = parse_recipe({"prune": {"method": "magnitude", "pattern": "2:4"}})  # features.0 has 9 inputs
+    # Passes every check before the run; the prune step refuses an iterative N:M schedule.
+    schedule = {"kind": "iterative", "steps": 2}
+    recipe = parse_recipe({"prune": {"method": "magnitude", "pattern": "2:4", "exclude": ["features.0"],
+                                     "schedule": schedule}})  # fmt: skip
     before = [v.version for v in Registry().versions("digits")]
-    with pytest.raises(PipelineFailed, match=r"step prune failed: PruningError: layer 'features.0' cannot take"):
+    with pytest.raises(PipelineFailed, match=r"step prune failed: PruningError: an N:M pattern has one fixed"):
         run_local("digits", champion, recipe)
     assert [v.version for v in Registry().versions("digits")] == before
     assert Registry().aliases("digits") == {CHAMPION: "1"}
@@ -78,6 +82,34 @@ def test_inputs_refused_before_running(champion: str) -> None:
         run_local("digits", champion, recipe, task="nowhere:task")
     with pytest.raises(RecipeError):
         load_recipe("prune: {methd: wanda}")
+    assert [v.version for v in Registry().versions("digits")] == ["1"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("prune", "validate", "message"),
+    [
+        # features.0 has 9 inputs: 2:4 cannot apply, said before the baseline step runs
+        ({"method": "magnitude", "pattern": "2:4"}, {}, "digits v1: layer 'features.0' cannot take pattern 2:4"),
+        ({"method": "magnitude", "pattern": "heads", "sparsity": 0.5}, {}, "needs attention modules"),
+        ({"method": "magnitude", "pattern": "2:4", "include": ["nothing.*"]}, {}, "matches no Linear or Conv2d"),
+        ({"method": "magnitude", "pattern": "2:4", "exclude": ["features.0"]},
+         {"target": "cuda", "runtimes": ["torch"]}, "no CUDA GPU"),
+    ],
+)  # fmt: skip
+def test_recipe_problems_are_refused_before_any_step(
+    champion: str, prune: dict, validate: dict, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from pruneops.errors import PruneopsError
+    from pruneops.settings import state_dir
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    recipe = parse_recipe({"prune": prune, "validate": validate} if validate else {"prune": prune})
+    with pytest.raises(PruneopsError, match=re.escape(message)):
+        run_local("digits", champion, recipe)
+    assert not (state_dir() / "kfp").exists(), "no step ran"
     assert [v.version for v in Registry().versions("digits")] == ["1"]
 
 

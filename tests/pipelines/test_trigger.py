@@ -191,3 +191,30 @@ def test_polling_starts_only_new_versions(tmp_path: Path) -> None:
     assert poll_once(config, state, launcher, registry) == []
     recorder.done.wait(5)
     assert recorder.calls == [("digits", "3")]
+
+
+def test_polling_starts_a_run_for_a_model_logged_by_mlflow(tmp_path: Path) -> None:
+    """A team's ``mlflow.pytorch.log_model`` (pt2) version, with no pruneops code involved, starts a run."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from pruneops.registry import Registry
+
+    registry = Registry()
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    experiment = mlflow.create_experiment("team", artifact_location=(tmp_path / "team").as_uri())
+    config = TriggerConfig(models={"team": parse_recipe({"prune": {"method": "wanda", "pattern": "2:4"}})})
+    state = TriggerState.open(tmp_path / "s.json")
+    recorder = Recorder()
+    launcher = Launcher(config, recorder)
+    example = np.zeros((4, 8), np.float32)
+    for _ in range(2):
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.pytorch.log_model(torch.nn.Linear(8, 4), name="model", input_example=example,
+                                     serialization_format="pt2", registered_model_name="team")  # fmt: skip
+        if not state.known:
+            assert poll_once(config, state, launcher, registry) == []  # the first poll records history
+    assert poll_once(config, state, launcher, registry) == ["team:2"]
+    recorder.done.wait(5)
+    assert recorder.calls == [("team", "2")]

@@ -45,3 +45,23 @@ def test_the_example_and_pruneops_files_travel_together(registry: Registry, name
     assert {"input_example.json", "serving_input_example.json", "requirements.txt"} <= names
     example = Model.load(str(local / MLMODEL_FILE)).load_input_example(str(local))
     np.testing.assert_array_equal(example, INPUTS.numpy()[:2])
+
+
+def test_params_step_metrics_and_logged_model_on_both_stores(registry: Registry, name: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    info = registry.register(
+        name,
+        saved(tmp_path / "m"),
+        params={"prune.method": "wanda", "parent_version": "1", "kfp_run_id": "run-7"},
+        step_metrics={"finetune_train_loss": [0.9, 0.5, 0.4]},
+    )
+    client = MlflowClient(registry.tracking_uri)
+    run = client.get_run(info.run_id)
+    assert {k: run.data.params[k] for k in ("prune.method", "parent_version", "kfp_run_id")} == {
+        "prune.method": "wanda", "parent_version": "1", "kfp_run_id": "run-7"
+    }  # fmt: skip
+    history = sorted((m.step, m.value) for m in client.get_metric_history(info.run_id, "finetune_train_loss"))
+    assert history == [(0, 0.9), (1, 0.5), (2, 0.4)]
+    logged = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == info.run_id]
+    assert len(logged) == 1 and logged[0].model_type == "pruneops" and logged[0].params["prune.method"] == "wanda"
