@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,19 @@ def mlflow_server(mlflow_server_root: Path) -> Iterator[str]:
     finally:
         stop_process(process)
         log.close()
+
+
+@pytest.fixture
+def plain_mlflow() -> Iterator[Callable[[str], None]]:
+    """MLflow's own client pointed at a store, as a user's code would, and put back after the test.
+
+    ``mlflow.set_tracking_uri`` is global and also exports ``MLFLOW_TRACKING_URI`` to the
+    process environment, so without this a later test would talk to this test's store.
+    """
+    import mlflow
+
+    yield mlflow.set_tracking_uri
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None resets it and unsets the variable
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -39,7 +40,8 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def env(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(isolated_state: Path, monkeypatch: pytest.MonkeyPatch, plain_mlflow: Any) -> dict[str, str]:
+    plain_mlflow(Registry().tracking_uri)  # the test's own mlflow calls, as a team's code makes them
     # The team's module is trusted by the operator; pipeline steps import it from the checkout.
     monkeypatch.setenv("PRUNEOPS_TRUSTED_MODULES", "tests.foreign")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -70,7 +72,6 @@ def test_register_then_run_then_plain_mlflow(env: dict[str, str], tmp_path: Path
     assert_lineage_in_mlflow(registry, pruned.run_id)
     with np.load(data) as arrays:
         rows = arrays["inputs"][:16]
-    mlflow.set_tracking_uri(registry.tracking_uri)
     (predicted,) = mlflow.pyfunc.load_model("models:/cancer@challenger").predict(rows).values()
     with torch.no_grad():
         np.testing.assert_allclose(predicted, stored(torch.from_numpy(rows)).numpy(), atol=1e-4)
@@ -110,7 +111,6 @@ def log_team_model(tmp_path: Path) -> tuple[Path, str]:
     model, data = cancer.train(tmp_path)
     with np.load(data) as arrays:
         example = arrays["inputs"][:8]
-    mlflow.set_tracking_uri(Registry().tracking_uri)
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment("team", artifact_location=(tmp_path / "team").as_uri())
     )

@@ -193,7 +193,7 @@ def test_polling_starts_only_new_versions(tmp_path: Path) -> None:
     assert recorder.calls == [("digits", "3")]
 
 
-def test_polling_starts_a_run_for_a_model_logged_by_mlflow(tmp_path: Path) -> None:
+def test_polling_starts_a_run_for_a_model_logged_by_mlflow(tmp_path: Path, plain_mlflow: Any) -> None:
     """A team's ``mlflow.pytorch.log_model`` (pt2) version, with no pruneops code involved, starts a run."""
     import mlflow
     import numpy as np
@@ -202,7 +202,7 @@ def test_polling_starts_a_run_for_a_model_logged_by_mlflow(tmp_path: Path) -> No
     from pruneops.registry import Registry
 
     registry = Registry()
-    mlflow.set_tracking_uri(registry.tracking_uri)
+    plain_mlflow(registry.tracking_uri)
     experiment = mlflow.create_experiment("team", artifact_location=(tmp_path / "team").as_uri())
     config = TriggerConfig(models={"team": parse_recipe({"prune": {"method": "wanda", "pattern": "2:4"}})})
     state = TriggerState.open(tmp_path / "s.json")

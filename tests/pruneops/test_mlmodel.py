@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -15,7 +16,10 @@ from pruneops.registry import Registry
 from tests.pruneops.test_registration import INPUTS, saved
 
 
-def test_a_registered_version_runs_under_plain_pyfunc(registry: Registry, name: str, tmp_path: Path) -> None:
+def test_a_registered_version_runs_under_plain_pyfunc(
+    registry: Registry, name: str, tmp_path: Path, plain_mlflow: Any
+) -> None:
+    plain_mlflow(registry.tracking_uri)
     torch.manual_seed(0)
     model = nn.Linear(4, 3).eval()
     folder = saved(tmp_path / "m", model)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import mlflow
@@ -24,10 +25,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def registry(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Registry:
+def registry(stack: Stack, monkeypatch: pytest.MonkeyPatch, plain_mlflow: Any) -> Registry:
     monkeypatch.setenv("PRUNEOPS_HOME", str(stack.home))
     registry = Registry()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
+    plain_mlflow(registry.tracking_uri)
     return registry
 
 
