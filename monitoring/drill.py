@@ -25,6 +25,7 @@ import numpy as np
 
 from monitoring.localstack import LocalStack
 from pruneops.export import export_registered
+from pruneops.mlmodel import ONNX_FILE
 from pruneops.registry import Registry
 
 DRILL_SOURCE = "drill"
@@ -95,7 +96,7 @@ def register_regression(registry: Registry, model: str, parent: str, matmuls: in
     task_path = registry.version(model, parent).tag("task")
 
     def slow_down(folder: Path) -> None:
-        onnx_path = folder / "model.onnx"
+        onnx_path = folder / ONNX_FILE
         if not onnx_path.is_file():  # a baseline registered without ONNX: export it as the server would
             export_registered(folder, task_path, onnx_path)
         slow_onnx(onnx_path, onnx_path, matmuls)

@@ -88,15 +88,12 @@ def check_inputs(
 
 
 def _check_fits(registry: Any, model: str, version: str, recipe: Recipe) -> None:
-    from pruneops.integrity import recorded_digests
     from pruneops.pruning import check_fits, glob_filter
     from pruneops.pruning.config import from_spec
-    from pruneops.registry import MODEL_DIR
     from pruneops.sources import import_model
 
-    signed = bool(recorded_digests(registry.version(model, version).tags, MODEL_DIR))
     with tempfile.TemporaryDirectory() as tmp:
-        module, _spec = import_model(registry.download(model, version, tmp, verify=signed))
+        module, _spec = import_model(registry.download_source(model, version, tmp))
         try:
             check_fits(module, from_spec(recipe.prune), glob_filter(recipe.prune.include, recipe.prune.exclude))
         except PruneopsError as err:

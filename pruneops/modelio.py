@@ -3,9 +3,9 @@
 ``arch.json`` names a factory by import path (``pkg.module:function``) and its keyword
 arguments. Structured pruning changes widths and head counts, so the file also records the
 scalar and tuple attributes that differ from a fresh build (``overrides``, e.g. ``{"features.0":
-{"out_channels": 16}}``); tuples such as ``LayerNorm.normalized_shape`` are recorded as lists and restored as
-tuples); the loader applies them and reshapes every parameter and buffer to
-the stored tensor's shape before loading it. Nothing is unpickled: weights go through
+{"out_channels": 16}}`` or ``{"norm": {"normalized_shape": [32]}}``: JSON keeps tuples as lists,
+and the loader makes them tuples again). The loader applies them and reshapes every parameter
+and buffer to the stored tensor's shape before loading it. Nothing is unpickled: weights go through
 safetensors. The factory and every ``replaced`` class are resolved through
 :mod:`pruneops.trust`: only ``nn.Module`` subclasses (or marked factories) from trusted
 modules are imported and called, because whoever writes the registry writes ``arch.json``.

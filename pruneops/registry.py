@@ -202,6 +202,15 @@ class Registry:
             verify_folder(local, part, info.tags, what=f"{name} v{info.version}")
         return Path(local)
 
+    def download_source(self, name: str, ref: str | int, dest: str | Path) -> Path:
+        """Download a version to prune or import: checked against its digests when it has them.
+
+        A team's own version (``mlflow.pytorch.log_model``) carries none; the loaders that
+        read it (:mod:`pruneops.sources`) check its files instead.
+        """
+        info = self.resolve(name, ref)
+        return self.download(name, info.version, dest, verify=bool(recorded_digests(info.tags, MODEL_DIR)))
+
     def download_uri(self, uri: str, dest: str | Path) -> Path:
         """Download an MLflow model URI (``models:/NAME/3``, ``models:/NAME@alias``, ``runs:/ID/model``) to ``dest``.
 
@@ -211,9 +220,7 @@ class Registry:
 
         if uri.startswith("models:/") and not uri.startswith("models:/m-"):
             name, _, ref = uri.removeprefix("models:/").rstrip("/").replace("@", "/").rpartition("/")
-            info = self.resolve(name, ref)
-            signed = bool(recorded_digests(info.tags, MODEL_DIR))
-            return self.download(name, info.version, dest, verify=signed)
+            return self.download_source(name, ref, dest)
         with self._mlflow_errors(uri):
             return Path(
                 mlflow.artifacts.download_artifacts(
@@ -583,8 +590,8 @@ class Registry:
         name: str,
         params: Mapping[str, Any] | None,
         step_metrics: Mapping[str, Sequence[float]] | None,
-    ) -> str:
-        """Params and per-step metrics on the run, and the MLflow 3 logged model made from it; returns its id.
+    ) -> None:
+        """Params and per-step metrics on the run, and the MLflow 3 logged model made from it.
 
         The version is not given the logged model's id: a server refuses it unless the
         version's files live in the logged model, and they live in the run (``model/``),
@@ -606,7 +613,6 @@ class Registry:
             experiment_id, name=name, source_run_id=run_id, params=text, model_type="pruneops"
         )
         self._client.finalize_logged_model(logged.model_id, "READY")
-        return str(logged.model_id)
 
     def _info(self, mv: Any) -> VersionInfo:
         return VersionInfo(

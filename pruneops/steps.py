@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pruneops.mlmodel import ONNX_FILE
 from pruneops.modelio import ARCH_FILE, load_model, save_model, saved_spec
 from pruneops.recipe import Recipe, parse_recipe
 from pruneops.tasks import Task, load_task
@@ -31,7 +32,6 @@ MASKS_FILE = "masks.safetensors"
 PRUNE_REPORT = "prune_report.json"
 METRICS_FILE = "metrics.json"
 EVIDENCE_FILE = "evidence.json"
-ONNX_FILE = "model.onnx"
 
 
 ERROR_FILE_ENV = "PRUNEOPS_STEP_ERROR_FILE"
@@ -80,16 +80,13 @@ def baseline(model_name: str, version: str, task_path: str, out_dir: str | Path)
     (pt2) model is imported (:mod:`pruneops.sources`) and saved as a pruneops model with a
     probe of the task's inputs.
     """
-    from pruneops.integrity import recorded_digests
-    from pruneops.registry import MODEL_DIR, Registry
+    from pruneops.registry import Registry
     from pruneops.sources import import_model
 
     out_dir = Path(out_dir)
-    registry = Registry()
-    signed = bool(recorded_digests(registry.resolve(model_name, version).tags, MODEL_DIR))
     task = load_task(task_path)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = registry.download(model_name, version, tmp, verify=signed)
+        folder = Registry().download_source(model_name, version, tmp)
         if (folder / ARCH_FILE).is_file():
             shutil.copytree(folder, out_dir, dirs_exist_ok=True)
         else:

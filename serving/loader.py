@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from pruneops.errors import ModelFormatError, RuntimeUnavailable
+from pruneops.mlmodel import ONNX_FILE
 from pruneops.probe import Probe, check_outputs
 from pruneops.registry import Registry
 
@@ -92,7 +93,7 @@ def load_version(
     with tempfile.TemporaryDirectory() as tmp:
         folder = registry.download(name, info.version, tmp)
         probe = Probe.load(folder)
-        onnx_path = folder / "model.onnx"
+        onnx_path = folder / ONNX_FILE
         if runtime == "torch-sparse":
             session: Any = _torch_sparse_session(folder, info.tag("task"), onnx_path)
         else:
