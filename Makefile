@@ -48,6 +48,7 @@ bench: $(STAMP)  ## run the CPU benchmarks (JSON and PNG under benchmarks/result
 	$(BIN)/python benchmarks/pruning_quality.py
 	$(BIN)/python benchmarks/cpu_structured.py
 	$(BIN)/python benchmarks/demo_time.py
+	$(BIN)/python benchmarks/minilm_pipeline.py
 
 chart-files:  ## copy the Prometheus rules and Grafana dashboards into the chart (a test checks they match)
 	cp monitoring/prometheus/rules.yaml helm/pruneops/files/rules.yaml

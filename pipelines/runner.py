@@ -12,6 +12,7 @@ write).
 >>> # result = run_local("digits", "1", load_recipe("recipes/channels-50-cpu.yaml"))
 """
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -60,7 +61,8 @@ def check_inputs(
     """Fail fast, before any step runs, with the one-line errors the steps would give later.
 
     Checks, in order: the version exists; its format can take the recipe's pattern
-    (:func:`pruneops.sources.check_version`, from the file list and ``MLmodel`` only); the
+    (:func:`pruneops.sources.check_version`, from the file list and ``MLmodel`` only), and
+    the library a transformers source needs is installed; the
     task loads; the recipe's pattern fits the model's layers (N:M divisibility, attention
     for heads, a block list for blocks: :func:`pruneops.pruning.check_fits` on the
     downloaded model); and, for a ``local`` run, the target's runtimes exist on this machine.
@@ -68,11 +70,16 @@ def check_inputs(
     ``pruneops.task`` tag.
     """
     from pruneops.registry import Registry
-    from pruneops.sources import check_version
+    from pruneops.sources import TRANSFORMERS, check_version
 
     registry = Registry(tracking_uri)
     info = registry.resolve(model, version)
-    check_version(registry, model, info.version, recipe.prune.pattern if recipe else None)
+    found = check_version(registry, model, info.version, recipe.prune.pattern if recipe else None)
+    if found == TRANSFORMERS and importlib.util.find_spec("transformers") is None:
+        raise PruneopsError(
+            f"{model} v{info.version} is an MLflow transformers model, and transformers is not installed "
+            "here (pip install 'pruneops[transformers]')"
+        )
     chosen = task or info.tag("task")
     if not chosen:
         raise PruneopsError(
@@ -102,8 +109,6 @@ def _check_fits(registry: Any, model: str, version: str, recipe: Recipe) -> None
 
 def _check_runtimes(recipe: Recipe) -> None:
     """A local run validates on this machine: the target's runtimes must be here."""
-    import importlib.util
-
     import torch
 
     needs_gpu = recipe.validate_.target == "cuda" or "torch-sparse" in recipe.validate_.runtimes

@@ -9,6 +9,9 @@ and buffer to the stored tensor's shape before loading it. Nothing is unpickled:
 safetensors. The factory and every ``replaced`` class are resolved through
 :mod:`pruneops.trust`: only ``nn.Module`` subclasses (or marked factories) from trusted
 modules are imported and called, because whoever writes the registry writes ``arch.json``.
+Files that belong with a model but are not weights (an encoder's tokenizer) live in
+``assets/``: a loaded model names that folder (:data:`ASSETS_ATTR`) and a save copies it, so
+they travel from a source through every step to the pruned version.
 
 >>> import tempfile, torch
 >>> spec = ArchSpec(factory="torch.nn:Linear", kwargs={"in_features": 4, "out_features": 2})
@@ -39,6 +42,10 @@ WEIGHTS_FILE = "model.safetensors"
 #: A model imported from an exported program (MLflow's pt2) keeps the program as its architecture.
 PROGRAM_FILE = "program.pt2"
 PROGRAM_FACTORY = "pruneops.graph:load_program"
+#: Files that travel with a model but are not weights (a tokenizer): ``assets/`` in the folder.
+#: A loaded model names its folder's assets in this attribute, and a save copies them.
+ASSETS_DIR = "assets"
+ASSETS_ATTR = "_pruneops_assets"
 FORMAT_VERSION = 1
 _SCALARS = (int, float, bool, str)
 # Module state that is not architecture: train/eval mode is set by the loader.
@@ -181,10 +188,20 @@ def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec, probe: Prob
     if any(".parametrizations." in name for name in state):
         raise ModelFormatError("model still has parametrizations; call make_permanent(model) before saving")
     save_file(state, str(folder / WEIGHTS_FILE))
+    _copy_assets(model, folder)
     (folder / ARCH_FILE).write_text(full.to_json())
     if probe is not None:
         probe.save(folder)
     return folder
+
+
+def _copy_assets(model: nn.Module, folder: Path) -> None:
+    """Copy the folder named by the model's assets attribute (set on load or import) to ``folder/assets``."""
+    import shutil
+
+    source = getattr(model, ASSETS_ATTR, None)
+    if source and Path(source).resolve() != (folder / ASSETS_DIR).resolve():
+        shutil.copytree(source, folder / ASSETS_DIR, dirs_exist_ok=True)
 
 
 def _save_program(model: nn.Module, folder: Path, probe: Probe | None) -> ArchSpec:
@@ -267,6 +284,8 @@ def load_model(folder: str | Path) -> nn.Module:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ModelFormatError(f"weights do not fit the architecture {spec.factory!r}: {err}") from None
+    if (folder / ASSETS_DIR).is_dir():
+        setattr(model, ASSETS_ATTR, str(folder / ASSETS_DIR))
     return model.eval()
 
 

@@ -698,10 +698,12 @@ def _stage(model_dir: Path, staged: Path) -> Path:
     The folder must load and reproduce its probe (a save that lost anything is refused). A
     folder without ``model.onnx`` gets one, exported on the probe's inputs; the ONNX file
     must agree with the probe too. Then :func:`pruneops.mlmodel.add_mlmodel` makes it an
-    MLflow model. The caller's folder is not changed.
+    MLflow model (and an encoder imported from a transformers source gets that flavor too,
+    checked against the probe). The caller's folder is not changed.
     """
     import torch
 
+    from pruneops.encoders import add_transformers_flavor
     from pruneops.export import export_onnx, onnx_outputs
     from pruneops.mlmodel import ONNX_FILE, add_mlmodel
     from pruneops.modelio import verify_saved
@@ -715,6 +717,7 @@ def _stage(model_dir: Path, staged: Path) -> Path:
         export_onnx(model, torch.from_numpy(probe.inputs[:2]), onnx_path)
     check_outputs(probe, onnx_outputs(onnx_path, probe.inputs), f"{model_dir / ONNX_FILE}")
     add_mlmodel(staged, probe)
+    add_transformers_flavor(staged, model, probe)  # an encoder from a transformers source
     return staged
 
 

@@ -11,7 +11,10 @@ A source version is either a pruneops model (``arch.json``) or an MLflow model w
   so it is refused, with the reason and the pt2 alternative, unless the operator allows
   pickles (:mod:`pruneops.pickled`: trusted ``nn.Module`` classes only, weights-only
   unpickler). An allowed pickle is then kept as an exported program, like pt2.
-- anything else (``transformers``, ``sklearn``, ...): refused, naming the flavors it has.
+- ``transformers`` (``mlflow.transformers.log_model``): a BERT, DistilBERT or MiniLM encoder
+  saved as safetensors, imported as pruneops' own encoder (:mod:`pruneops.encoders`); every
+  pattern applies, structured ones included.
+- anything else (``sklearn``, ``onnx``, ...): refused, naming the flavors it has.
 
 :func:`check_source` decides from the file list and ``MLmodel`` alone, so ``pruneops run`` and the trigger refuse
 a run before its first step.
@@ -32,12 +35,13 @@ from typing import Any
 
 from torch import nn
 
+from pruneops.encoders import check_flavor, import_encoder
 from pruneops.errors import ModelFormatError
 from pruneops.graph import STRUCTURED_REFUSAL, load_program
 from pruneops.modelio import ARCH_FILE, PROGRAM_FACTORY, ArchSpec, load_model, saved_spec
 from pruneops.pickled import load_pickled, pickle_allowed
 
-PRUNEOPS, PT2, PICKLE = "pruneops", "pt2", "pickle"
+PRUNEOPS, PT2, PICKLE, TRANSFORMERS = "pruneops", "pt2", "pickle", "transformers"
 STRUCTURED_PATTERNS = ("channels", "heads", "blocks")
 PICKLE_REFUSAL = (
     "is an MLflow pytorch model saved with pickle: loading it runs whatever code the file names, "
@@ -62,7 +66,7 @@ def read_mlmodel(folder: str | Path) -> dict[str, Any]:
 
 
 def check_source(files: list[str], mlmodel: dict[str, Any] | None, pattern: str | None = None) -> str:
-    """The source format (``pruneops`` or ``pt2``), or :class:`ModelFormatError` saying why it cannot be pruned.
+    """The source format (``pruneops``, ``pt2``, ``pickle``, ``transformers``), or :class:`ModelFormatError`.
 
     ``files`` are the model folder's file paths (``data/model.pt2``); ``mlmodel`` its parsed
     ``MLmodel`` (None if it has none). ``pattern`` is the recipe's: structured patterns are
@@ -72,10 +76,13 @@ def check_source(files: list[str], mlmodel: dict[str, Any] | None, pattern: str 
         return PRUNEOPS
     flavors = (mlmodel or {}).get("flavors") or {}
     torch_flavor = flavors.get("pytorch")
+    if isinstance(flavors.get(TRANSFORMERS), dict):
+        check_flavor(flavors[TRANSFORMERS], files)
+        return TRANSFORMERS
     if not isinstance(torch_flavor, dict):
         raise ModelFormatError(
-            f"the source is neither a pruneops model nor an MLflow pytorch model (flavors: {sorted(flavors)}); "
-            "the transformers flavor is not supported yet"
+            "the source is neither a pruneops model nor an MLflow pytorch or transformers model "
+            f"(flavors: {sorted(flavors)})"
         )
     data = str(torch_flavor.get("model_data", "data")).strip("/")
     if f"{data}/model.pt2" in files:
@@ -103,6 +110,8 @@ def import_model(folder: str | Path) -> tuple[nn.Module, ArchSpec]:
     mlmodel = read_mlmodel(folder)
     files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     found = check_source(files, mlmodel)
+    if found == TRANSFORMERS:
+        return import_encoder(folder, mlmodel["flavors"][TRANSFORMERS])
     data = folder / str(mlmodel["flavors"]["pytorch"].get("model_data", "data")).strip("/")
     if not data.resolve().is_relative_to(folder.resolve()):
         raise ModelFormatError(f"{folder}: the pytorch flavor's model_data points outside the model")

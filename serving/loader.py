@@ -39,6 +39,8 @@ from pruneops.probe import Probe, check_outputs
 from pruneops.registry import Registry
 
 DEVICES = ("cpu", "cuda")
+#: ONNX input types the server takes, as V2 datatypes and numpy dtypes (token ids are int64).
+INPUT_TYPES = {"tensor(float)": ("FP32", np.float32), "tensor(int64)": ("INT64", np.int64)}
 
 
 @dataclass
@@ -54,9 +56,15 @@ class ServedVersion:
     output_name: str
     tags: dict[str, str] = field(default_factory=dict)
     output_shape: tuple[int, ...] = ()  # without the batch dimension, from the probe
+    input_datatype: str = "FP32"  # the V2 datatype of the input: FP32, or INT64 for token ids
+
+    @property
+    def input_dtype(self) -> np.dtype[Any]:
+        """The numpy type a request's input is converted to."""
+        return np.dtype({v2: dtype for v2, dtype in INPUT_TYPES.values()}[self.input_datatype])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Outputs for a float32 batch shaped ``[N, *input_shape[1:]]``."""
+        """Outputs for a batch of :attr:`input_dtype` shaped ``[N, *input_shape[1:]]``."""
         outputs: np.ndarray = self.session.run([self.output_name], {self.input_name: batch})[0]
         return outputs
 
@@ -104,9 +112,13 @@ def load_version(
             session = _onnx_session(onnx_path, device, f"{name} v{info.version}")
     model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
     shape = [d if isinstance(d, int) else None for d in model_input.shape]
+    onnx_type = getattr(model_input, "type", "tensor(float)")
+    if onnx_type not in INPUT_TYPES:
+        raise ModelFormatError(f"{what}: input type {onnx_type} is not one this server takes: {', '.join(INPUT_TYPES)}")
+    datatype, dtype = INPUT_TYPES[onnx_type]
     served = ServedVersion(name, info.version, alias, session, model_input.name, shape, model_output.name,
-                           dict(info.tags), tuple(probe.outputs.shape[1:]))  # fmt: skip
-    inputs = np.ascontiguousarray(probe.inputs, dtype=np.float32)
+                           dict(info.tags), tuple(probe.outputs.shape[1:]), datatype)  # fmt: skip
+    inputs = np.ascontiguousarray(probe.inputs, dtype=dtype)
     # Warm the path live traffic takes (one row at a time, as most clients send): a cold first
     # request is slow enough to fail a challenger's latency analysis on its own.
     for _ in range(max(warmup, 1)):

@@ -192,7 +192,14 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         if pinned is None and self.canary > 0 and self.challenger is not None and random.random() < self.canary:
             served = self.challenger
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, served.run, batch)
+        try:
+            result = await loop.run_in_executor(None, served.run, batch)
+        except Exception as err:
+            # ONNX Runtime's InvalidArgument: the input's values (a token id out of range), the client's fault.
+            if type(err).__name__ == "InvalidArgument":
+                reason = str(err).rsplit("Status Message: ", 1)[-1]
+                raise InvalidInput(f"the model refused the input: {reason}") from None
+            raise
         if pinned is None and self.shadow and self.challenger is not None and served is not self.challenger:
             loop.run_in_executor(None, self._mirror, self.challenger, batch, result)
         if response_headers is not None:
@@ -211,8 +218,9 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         if len(payload.inputs) != 1:
             raise invalid(f"expected exactly 1 input tensor, got {len(payload.inputs)}")
         tensor = payload.inputs[0]
-        if tensor.datatype != "FP32":
-            raise invalid(f"input {tensor.name!r} has datatype {tensor.datatype}; this model takes FP32")
+        if tensor.datatype != served.input_datatype:
+            wanted = served.input_datatype
+            raise invalid(f"input {tensor.name!r} has datatype {tensor.datatype}; this model takes {wanted}")
         expected = served.input_shape[1:]
         shape = list(tensor.shape)
         if len(shape) != len(expected) + 1 or any(
@@ -225,7 +233,7 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         if shape[0] > self.max_batch:
             raise invalid(f"input batch of {shape[0]} rows is over this server's limit of {self.max_batch}")
         try:
-            batch = np.ascontiguousarray(tensor.as_numpy(), dtype=np.float32)
+            batch = np.ascontiguousarray(tensor.as_numpy(), dtype=served.input_dtype)
         except (ValueError, TypeError) as err:
             raise invalid(f"input data does not fill shape {shape}: {err}") from None
         if not np.isfinite(batch).all():
@@ -263,7 +271,7 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         return [
             {
                 "name": served.input_name,
-                "datatype": "FP32",
+                "datatype": served.input_datatype,
                 "shape": [d if d is not None else -1 for d in served.input_shape],
             }
         ]

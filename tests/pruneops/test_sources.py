@@ -130,7 +130,7 @@ def test_pickle_format_is_refused_without_being_opened(tmp_path: Path) -> None:
         (["MLmodel", "data/model.pt2"], {"flavors": {"pytorch": {"model_data": "data"}}}, "channels", "structured"),
         (["MLmodel", "data/model.pt2"], {"flavors": {"pytorch": {"model_data": "data"}}}, "heads", "structured"),
         (["MLmodel", "model.pkl"], {"flavors": {"sklearn": {}, "python_function": {}}}, None, "'sklearn'"),
-        (["MLmodel", "model.safetensors"], {"flavors": {"transformers": {}}}, None, "transformers flavor"),
+        (["MLmodel", "model.safetensors"], {"flavors": {"transformers": {}}}, None, "pruneops imports encoders"),
         (["notes.txt"], None, None, "neither a pruneops model"),
     ],
 )
