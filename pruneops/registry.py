@@ -247,6 +247,10 @@ class Registry:
             walk(self._artifact_root(info), "", 1)
         return found
 
+    def artifact_location(self, name: str, ref: str | int) -> str:
+        """Where a version's model files are stored (a logged model's ``artifact_location``, or a run folder)."""
+        return self._artifact_root(self.resolve(name, ref))
+
     def _artifact_root(self, info: VersionInfo) -> str:
         """Where a version's files are: MLflow 3 sources ``models:/m-<id>`` resolve to the logged model's location."""
         if info.source.startswith("models:/m-"):
@@ -311,8 +315,9 @@ class Registry:
         Lineage in MLflow's own terms: ``params`` (the recipe, flattened, and where the model
         came from) are logged on the run; ``step_metrics`` (``{"finetune_train_loss": [...]}``)
         are logged with their step index, so the MLflow UI draws them; and an MLflow 3 logged
-        model (type ``pruneops``, with the params) is created from the run, so the UI's models
-        list shows it beside the run that also made the version.
+        model (type ``pruneops``, with the params) is created from the run: the version's files
+        are its artifacts and the version is registered from it (``models:/<model_id>``), so
+        the UI links run, logged model and version.
 
         Tags are given without the ``pruneops.`` prefix and set in the same call that
         creates the version, together with the sha256 of every file uploaded, so a version
@@ -337,7 +342,7 @@ class Registry:
                 finished = self._recover_registrations(experiment_id, name, key)
             if finished is not None:
                 return finished
-            created_model, run_id = False, None
+            created_model, run_id, model_id = False, None, None
             try:
                 with self._mlflow_errors(f"registering {name!r}"):
                     run_tags = full_tags | {REGISTRATION_MODEL: name, REGISTRATION_OWNER: _owner()}
@@ -345,23 +350,25 @@ class Registry:
                         run_tags[REGISTRATION_KEY] = key
                     run = self._client.create_run(experiment_id, run_name=f"{name}-register", tags=run_tags)
                     run_id = run.info.run_id
-                    self._log_evidence(run_id, model_dir, metrics, reference_dir, report, extra_artifacts)
-                    self._log_lineage(experiment_id, run_id, name, params, step_metrics)
+                    self._log_evidence(run_id, metrics, reference_dir, report, extra_artifacts)
+                    model_id = self._log_lineage(experiment_id, run_id, name, params, step_metrics)
+                    self._client.log_model_artifacts(model_id, str(model_dir))
+                    self._client.finalize_logged_model(model_id, "READY")
                     if self._find_model(name) is None:
                         self._client.create_registered_model(name, description="managed by pruneops")
                         created_model = True
                     version = self._client.create_model_version(
-                        name,
-                        source=f"{run.info.artifact_uri}/{MODEL_DIR}",
-                        run_id=run_id,
-                        tags=full_tags,
+                        name, source=f"models:/{model_id}", run_id=run_id, tags=full_tags, model_id=model_id
                     )
+                    self._link_logged_model(name, str(version.version), model_id)
                     self._client.set_terminated(run_id, "FINISHED")
                     return self._info(version)
             except BaseException:
                 with contextlib.suppress(Exception):
                     if run_id:
                         self._client.set_terminated(run_id, "FAILED")
+                    if model_id:
+                        self._client.finalize_logged_model(model_id, "FAILED")
                     if created_model:
                         self._client.delete_registered_model(name)
                 raise
@@ -388,10 +395,25 @@ class Registry:
             if not same_key and not _abandoned(run.data.tags.get(REGISTRATION_OWNER, ""), run.info.start_time):
                 continue  # another registration, still under way
             version = self._version_of_run(name, run.info.run_id)
+            if version is not None and version.source.startswith("models:/m-"):
+                self._link_logged_model(name, version.version, version.source.removeprefix("models:/"))
+            for logged in self._client.search_logged_models(
+                [experiment_id], filter_string=f"source_run_id = '{_quoted(run.info.run_id)}'"
+            ):
+                if version is None and str(logged.status) != "FAILED":
+                    self._client.finalize_logged_model(logged.model_id, "FAILED")
             self._client.set_terminated(run.info.run_id, "FINISHED" if version else "FAILED")
             if same_key and version is not None:
                 mine = version
         return mine
+
+    def _link_logged_model(self, name: str, version: str, model_id: str) -> None:
+        """Tag the logged model with its version, as MLflow's ``register_model`` does (the UI reads it)."""
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        self._client.set_logged_model_tags(
+            model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name, "version": version}])}
+        )
 
     def _version_of_run(self, name: str, run_id: str) -> VersionInfo | None:
         found = self._client.search_model_versions(f"name = '{_quoted(name)}' and run_id = '{_quoted(run_id)}'")
@@ -565,13 +587,11 @@ class Registry:
     def _log_evidence(
         self,
         run_id: str,
-        model_dir: Path,
         metrics: Mapping[str, float] | None,
         reference_dir: Path | None,
         report: Mapping[str, Any] | None,
         extra_artifacts: Mapping[str, str | Path] | None,
     ) -> None:
-        self._client.log_artifacts(run_id, str(model_dir), MODEL_DIR)
         for key, value in (metrics or {}).items():
             self._client.log_metric(run_id, key, float(value))
         if reference_dir is not None:
@@ -590,12 +610,14 @@ class Registry:
         name: str,
         params: Mapping[str, Any] | None,
         step_metrics: Mapping[str, Sequence[float]] | None,
-    ) -> None:
-        """Params and per-step metrics on the run, and the MLflow 3 logged model made from it.
+    ) -> str:
+        """Params and per-step metrics on the run, and the MLflow 3 logged model made from it; its id.
 
-        The version is not given the logged model's id: a server refuses it unless the
-        version's files live in the logged model, and they live in the run (``model/``),
-        where digests, crash recovery and older versions expect them. The run links both.
+        The version's files are then logged into that logged model and the version names it
+        (``source=models:/<model_id>``, ``model_id``), as ``mlflow.<flavor>.log_model(...,
+        registered_model_name=...)`` does: the MLflow UI links version, logged model and run.
+        Versions registered before this keep their files in the run (``model/``), which
+        :meth:`_artifact_root` still resolves.
         """
         from mlflow.entities import Metric, Param
 
@@ -612,7 +634,7 @@ class Registry:
         logged = self._client.create_logged_model(
             experiment_id, name=name, source_run_id=run_id, params=text, model_type="pruneops"
         )
-        self._client.finalize_logged_model(logged.model_id, "READY")
+        return str(logged.model_id)
 
     def _info(self, mv: Any) -> VersionInfo:
         return VersionInfo(

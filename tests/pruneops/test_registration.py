@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def store(backend: str, request: pytest.FixtureRequest) -> Path | None:
 
 def artifact_file(registry: Registry, store: Path | None, name: str, version: str, relative: str) -> Path:
     """The stored copy of one artifact: the files a writer of the artifact store can change."""
-    source = registry.version(name, version).source
+    source = registry.artifact_location(name, version)
     if store is None:
         return Path(source.removeprefix("file://")) / relative
     return store / source.removeprefix("mlflow-artifacts:/") / relative
@@ -131,7 +132,8 @@ from pruneops.registry import Registry
 Registry().register(name, folder, tags={"gate": "passed"}, key=key or None)
 os._exit(0)
 """
-POINTS = ["create_run", "log_artifacts", "create_registered_model", "create_model_version", "set_terminated"]
+POINTS = ["create_run", "create_logged_model", "log_model_artifacts", "create_registered_model",
+          "create_model_version", "set_logged_model_tags", "set_terminated"]  # fmt: skip
 
 
 def runs_of(registry: Registry, name: str) -> list:
@@ -158,10 +160,17 @@ def test_killed_at_each_write_then_retried_with_its_key(
     assert {r.info.run_id for r in ours if r.info.status == "FINISHED"} == {info.run_id}
     again = registry.register(name, folder, tags={"gate": "passed"}, key="run-42")
     assert again.version == info.version and len(registry.versions(name)) == 1
+    # The version's logged model names it; one a killed attempt left half made is marked FAILED.
+    client = MlflowClient(registry.tracking_uri, registry.tracking_uri)
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    logged = [m for m in client.search_logged_models([experiment_id]) if m.name == name]  # the server is shared
+    linked = [m for m in logged if m.tags.get("mlflow.modelVersions")]
+    assert [json.loads(m.tags["mlflow.modelVersions"]) for m in linked] == [[{"name": name, "version": info.version}]]
+    assert {str(m.status) for m in logged if m not in linked} <= {"FAILED"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["log_artifacts", "create_model_version"])
+@pytest.mark.parametrize("point", ["log_model_artifacts", "create_model_version"])
 def test_a_later_registration_cleans_up_after_a_killed_one(
     registry: Registry, name: str, tmp_path: Path, backend: str, point: str
 ) -> None:

@@ -89,7 +89,7 @@ def register_all() -> dict[str, str]:
         made["evil_task"] = register_unchecked(registry, "digits", evil_task, {**tags, "task": f"{EVIL_MODULE}:Net"})
 
         made["tampered"] = registry.register("digits", _folder(small, root, "tampered"), tags=tags).version
-    source = registry.version("digits", made["tampered"]).source.removeprefix("file://")
+    source = registry.artifact_location("digits", made["tampered"]).removeprefix("file://")
     stored = Path(source) / WEIGHTS_FILE
     stored.write_bytes(stored.read_bytes()[:-4] + b"\x00\x00\x00\x00")  # after registration, in the store
     return made
