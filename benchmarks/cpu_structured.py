@@ -15,21 +15,19 @@ import argparse
 import copy
 import functools
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
 import torch
 from torch import nn
 
-from pruneops.bench import measure_interleaved, speedup, summarize
+from pruneops.bench import cpu_environment, measure_interleaved, speedup, summarize
 from pruneops.models.resnet import build as build_resnet
 from pruneops.pruning import MagnitudeConfig, prune_
 from pruneops.pruning.api import count_macs
-from pruneops.runtimes import device_name, get_runtime
+from pruneops.runtimes import get_runtime
 from pruneops.tasks.digits import task
 
 RESULTS = Path(__file__).parent / "results"
@@ -93,11 +91,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     out = {
         "benchmark": "cpu_structured",
-        "device": device_name("cpu"),
-        "cpu_count": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "onnxruntime": ort.__version__,
-        "torch": torch.__version__,
+        **cpu_environment(),
         "seconds": time.perf_counter() - started,
         "results": results,
     }

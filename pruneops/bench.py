@@ -150,3 +150,25 @@ def cuda_peak_memory(run: Callable[[], Any]) -> int | None:
     run()
     torch.cuda.synchronize()
     return int(torch.cuda.max_memory_allocated())
+
+
+def cpu_environment() -> dict[str, Any]:
+    """Where a CPU benchmark ran, for its JSON: device, threads, platform, runtime versions.
+
+    >>> sorted(cpu_environment())
+    ['cpu_count', 'device', 'onnxruntime', 'platform', 'torch']
+    """
+    import platform
+
+    import onnxruntime as ort
+    import torch
+
+    from pruneops.runtimes import device_name
+
+    return {
+        "device": device_name("cpu"),
+        "cpu_count": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+    }
