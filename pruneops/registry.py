@@ -351,14 +351,15 @@ class Registry:
                     run = self._client.create_run(experiment_id, run_name=f"{name}-register", tags=run_tags)
                     run_id = run.info.run_id
                     self._log_evidence(run_id, metrics, reference_dir, report, extra_artifacts)
-                    model_id = self._log_lineage(experiment_id, run_id, name, params, step_metrics)
+                    logged = self._log_lineage(experiment_id, run_id, name, params, step_metrics)
+                    model_id = str(logged.model_id)
                     self._client.log_model_artifacts(model_id, str(model_dir))
                     self._client.finalize_logged_model(model_id, "READY")
                     if self._find_model(name) is None:
                         self._client.create_registered_model(name, description="managed by pruneops")
                         created_model = True
                     version = self._client.create_model_version(
-                        name, source=f"models:/{model_id}", run_id=run_id, tags=full_tags, model_id=model_id
+                        name, source=self._version_source(logged), run_id=run_id, tags=full_tags, model_id=model_id
                     )
                     self._link_logged_model(name, str(version.version), model_id)
                     self._client.set_terminated(run_id, "FINISHED")
@@ -395,17 +396,27 @@ class Registry:
             if not same_key and not _abandoned(run.data.tags.get(REGISTRATION_OWNER, ""), run.info.start_time):
                 continue  # another registration, still under way
             version = self._version_of_run(name, run.info.run_id)
-            if version is not None and version.source.startswith("models:/m-"):
-                self._link_logged_model(name, version.version, version.source.removeprefix("models:/"))
             for logged in self._client.search_logged_models(
                 [experiment_id], filter_string=f"source_run_id = '{_quoted(run.info.run_id)}'"
             ):
-                if version is None and str(logged.status) != "FAILED":
+                if version is not None:
+                    self._link_logged_model(name, version.version, logged.model_id)
+                elif str(logged.status) != "FAILED":
                     self._client.finalize_logged_model(logged.model_id, "FAILED")
             self._client.set_terminated(run.info.run_id, "FINISHED" if version else "FAILED")
             if same_key and version is not None:
                 mine = version
         return mine
+
+    def _version_source(self, logged: Any) -> str:
+        """A version's source for its logged model: ``models:/<id>`` on a server, the folder itself on a local store.
+
+        MLflow's local registry store resolves ``models:/<id>`` through the process-wide
+        tracking URI, not this client's (a TODO in MLflow), so it is given the location.
+        """
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"models:/{logged.model_id}"
+        return str(logged.artifact_location)
 
     def _link_logged_model(self, name: str, version: str, model_id: str) -> None:
         """Tag the logged model with its version, as MLflow's ``register_model`` does (the UI reads it)."""
@@ -610,12 +621,12 @@ class Registry:
         name: str,
         params: Mapping[str, Any] | None,
         step_metrics: Mapping[str, Sequence[float]] | None,
-    ) -> str:
-        """Params and per-step metrics on the run, and the MLflow 3 logged model made from it; its id.
+    ) -> Any:
+        """Params and per-step metrics on the run, and the MLflow 3 logged model made from it (returned).
 
-        The version's files are then logged into that logged model and the version names it
-        (``source=models:/<model_id>``, ``model_id``), as ``mlflow.<flavor>.log_model(...,
-        registered_model_name=...)`` does: the MLflow UI links version, logged model and run.
+        The version's files are then logged into that logged model and the version is made
+        from it (``model_id``), as ``mlflow.<flavor>.log_model(..., registered_model_name=...)``
+        does: the MLflow UI links version, logged model and run.
         Versions registered before this keep their files in the run (``model/``), which
         :meth:`_artifact_root` still resolves.
         """
@@ -634,7 +645,7 @@ class Registry:
         logged = self._client.create_logged_model(
             experiment_id, name=name, source_run_id=run_id, params=text, model_type="pruneops"
         )
-        return str(logged.model_id)
+        return logged
 
     def _info(self, mv: Any) -> VersionInfo:
         return VersionInfo(
