@@ -9,7 +9,8 @@ the model, version and alias the server reports in ``x-pruneops-version`` and
 model last served, and a model the server never confirmed is ``unknown`` (labels stay
 bounded). It also records in-flight requests and payload sizes, and serves ``/metrics``.
 Every ``sample_every``-th successful inference has its decoded input rows (and output rows)
-copied into a bounded window, which the drift worker reads (monitoring).
+copied into a bounded window, which the drift worker reads (monitoring); JSON bodies and V2's
+binary tensor extension are both decoded (:mod:`serving.v2tensors`).
 
 Protection: a body over ``max_body`` gets 413; past ``max_in_flight`` concurrent requests
 it answers 503 with ``Retry-After`` instead of queueing; a server slower than ``timeout``
@@ -31,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import json
 import re
 import signal
 import threading
@@ -56,6 +56,7 @@ from serving.http1 import (
     error_reply,
     start_server,
 )
+from serving.v2tensors import first_tensor
 
 INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/infer$")
 INFER_HEADER_LENGTH = b"inference-header-content-length"  # V2's binary extension: not JSON
@@ -184,7 +185,7 @@ class Sidecar:
             if reply.status == 200 and self.forwarded % self.sample_every == 0:
                 # Decoded in a thread, not awaited: sampling never delays the response.
                 asyncio.get_running_loop().run_in_executor(
-                    None, _sample, self.window, self.metrics, labels[0], body, reply.body
+                    None, _sample, self.window, self.metrics, labels[0], request, reply
                 )
         self.metrics.response_bytes.observe(len(reply.body))
         return reply
@@ -315,15 +316,17 @@ def _labels(model: str, reply: Reply, last_served: dict[str, tuple[str, str]]) -
     return ("unknown", "unknown", "unknown")
 
 
-def _sample(window: SampleWindow, metrics: RequestMetrics, model: str, body: bytes | bytearray, reply: bytes) -> None:
-    """Decode a V2 JSON request/response pair into rows; anything else is skipped."""
-    try:
-        request = json.loads(body)["inputs"][0]
-        inputs = np.asarray(request["data"], dtype=np.float32).reshape(request["shape"])
-        outputs = None
-        response = json.loads(reply).get("outputs") or []
-        if response and "data" in response[0]:
-            outputs = np.asarray(response[0]["data"], dtype=np.float32).reshape(response[0]["shape"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        return  # binary-encoded or non-V2 payloads are forwarded but not sampled
+def _sample(window: SampleWindow, metrics: RequestMetrics, model: str, request: Request, reply: Reply) -> None:
+    """Decode a V2 request/response pair, JSON or binary extension, into rows; a non-V2 body is skipped."""
+    inputs = first_tensor(request.body, _header_length(request.header(INFER_HEADER_LENGTH)), "inputs")
+    if inputs is None:
+        return
+    outputs = first_tensor(reply.body, _header_length(reply.header(INFER_HEADER_LENGTH)), "outputs")
     metrics.sampled_rows.labels(model=model).inc(window.add(inputs, outputs))
+
+
+def _header_length(value: bytes | None) -> int | None:
+    """The binary extension's JSON header length, or None for a plain JSON body (or a malformed length: -1)."""
+    if value is None:
+        return None
+    return int(value) if value.strip().isdigit() else -1

@@ -242,3 +242,20 @@ def test_canary_routes_the_configured_share(stack: Stack, registry: Registry) ->
         assert served[0.0] == Counter({stack.versions["baseline"]: 20})
     finally:
         registry.remove_alias("digits", "challenger", "canary test done")
+
+
+def test_drift_samples_binary_extension_requests(stack: Stack) -> None:
+    """tritonclient's default encoding (V2's binary tensor extension) is sampled like JSON."""
+    client = triton.InferenceServerClient(stack.sidecar.removeprefix("http://"))
+    tensor = triton.InferInput("x", list(DIGITS.shape), "FP32")
+    tensor.set_data_from_numpy(DIGITS, binary_data=True)
+    key = ("pruneops_sampled_rows_total", frozenset({("model", "digits")}))
+    before = scrape(stack.sidecar).get(key, 0)
+    for _ in range(3):
+        result = client.infer("digits", [tensor], outputs=[triton.InferRequestedOutput(
+            client.get_model_metadata("digits")["outputs"][0]["name"], binary_data=True)])  # fmt: skip
+        assert result.as_numpy(result.get_response()["outputs"][0]["name"]).shape == (len(DIGITS), 10)
+    deadline = time.monotonic() + 5  # sampling runs in a thread after the response
+    while scrape(stack.sidecar).get(key, 0) - before < 3 * len(DIGITS) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert scrape(stack.sidecar)[key] - before == 3 * len(DIGITS)
