@@ -29,6 +29,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Exit codes: 0 done (a run's gate passed), 1 an error, 2 a usage error (click's), 3 a run whose gate failed.
+EXIT_ERROR, EXIT_GATE_FAILED = 1, 3
 ModelArg = Annotated[str, typer.Argument(help="Registered model name.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why; recorded in the audit trail.")]
 HostOpt = Annotated[
@@ -45,7 +47,7 @@ def _one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except PruneopsError as err:
             err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -183,7 +185,11 @@ def run_cmd(
     kfp_host: Annotated[str | None, typer.Option("--kfp-host", help="Submit to this KFP API server.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="Tracking URI the cluster uses (with --kfp-host).")] = None,
 ) -> None:
-    """Run the prune-and-register pipeline locally (kfp.local), or submit it with --kfp-host."""
+    """Run the prune-and-register pipeline locally (kfp.local), or submit it with --kfp-host.
+
+    Exits 0 when the version passed its gates, 3 when it was registered with a failed gate
+    (the reasons are printed), 1 on an error.
+    """
     from pipelines.runner import run_local, submit
     from pruneops.recipe import load_recipe
     from pruneops.registry import Registry
@@ -195,7 +201,12 @@ def run_cmd(
         console.print(f"submitted run {run_id} to {kfp_host}")
         return
     result = run_local(model, version, parsed, task)
-    console.print(_version_table(f"{model}: registered by the pipeline", [Registry().version(model, result.version)]))
+    info = Registry().version(model, result.version)
+    console.print(_version_table(f"{model}: registered by the pipeline", [info]))
+    if info.tag("gate") != "passed":  # registered as evidence, with no alias: say so, and exit 3
+        reasons = info.tag("gate_reasons") or "no reason recorded"
+        err_console.print(f"[bold red]gate failed:[/] {model} v{info.version} has no alias: {reasons}", soft_wrap=True)
+        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 @app.command("trigger")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pipelines.runner import PipelineFailed, run_local
+from pruneops.cli import EXIT_GATE_FAILED
 from pruneops.demo import DEMO_RECIPE, init_demo
 from pruneops.errors import NotFoundError, RecipeError, TaskError
 from pruneops.recipe import load_recipe, parse_recipe
@@ -50,12 +53,16 @@ def test_passing_run_registers_a_challenger_with_lineage(champion: str, tmp_path
     assert [e.alias for e in registry.history("digits")][-1] == CHALLENGER
 
 
-def test_failed_gate_is_registered_without_alias(champion: str) -> None:
+def test_failed_gate_is_registered_without_alias_and_exits_3(champion: str, tmp_path: Path) -> None:
     recipe = dict(DEMO_RECIPE, gates={"max_accuracy_drop": 0.02, "min_speedup": 100.0})
-    result = run_local("digits", champion, parse_recipe(recipe))
-    info = Registry().version("digits", result.version)
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
+    command = ["run", "--model", "digits", "--version", champion, "--recipe", str(tmp_path / "recipe.yaml")]
+    ran = subprocess.run([sys.executable, "-m", "pruneops.cli", *command], capture_output=True, text=True, timeout=900)
+    assert ran.returncode == EXIT_GATE_FAILED, ran.stderr[-2000:]
+    info = Registry().version("digits", "2")
     assert info.tag("gate") == "failed"
     assert "< required 100.00x on onnxruntime/" in (info.tag("gate_reasons") or "")
+    assert "gate failed: digits v2 has no alias:" in ran.stderr and "< required 100.00x" in ran.stderr
     assert Registry().aliases("digits") == {CHAMPION: "1"}
 
 
