@@ -33,15 +33,20 @@ MLMODEL_FILE = "MLmodel"
 ONNX_FILE = "model.onnx"
 #: What ``mlflow.onnx``'s pyfunc needs to run the model, pinned to the versions that wrote it.
 RUNTIME_PACKAGES = ("mlflow", "onnx", "onnxruntime", "numpy")
+#: What pruneops' torch-sparse pyfunc needs beside them (and pruneops itself, which is not on PyPI).
+TORCH_PACKAGES = ("torch", "safetensors")
+TORCH_SPARSE = "torch-sparse"
 #: Rows of the probe kept as the MLflow input example (what the UI and ``mlflow models serve`` show).
 EXAMPLE_ROWS = 2
 
 
-def add_mlmodel(folder: str | Path, probe: Probe) -> Path:
+def add_mlmodel(folder: str | Path, probe: Probe, runtime: str | None = None) -> Path:
     """Write ``MLmodel`` and MLflow's environment and example files into ``folder``; return its path.
 
     ``folder`` must hold ``model.onnx``; its signature and input example come from ``probe``
-    (the model's own inputs and outputs), so they describe the served model exactly.
+    (the model's own inputs and outputs), so they describe the served model exactly. A
+    version served with ``torch-sparse`` (``runtime``) gets pruneops' torch loader as its
+    ``python_function`` (:mod:`pruneops.mlflow_torch`); every other version, MLflow's ONNX one.
     """
     import mlflow.onnx
     import onnx
@@ -60,20 +65,35 @@ def add_mlmodel(folder: str | Path, probe: Probe) -> Path:
             input_example=probe.inputs[:EXAMPLE_ROWS],
             onnx_execution_providers=["CPUExecutionProvider"],
             # Named, not inferred: inference runs the model in a subprocess (about 2 s a version).
-            pip_requirements=requirements(),
+            pip_requirements=requirements(TORCH_PACKAGES if runtime == TORCH_SPARSE else ()),
         )
         for item in staged.iterdir():
             if item.name != ONNX_FILE:  # keep the exported file pruneops checked, byte for byte
                 shutil.copy(item, folder / item.name)
+    if runtime == TORCH_SPARSE:
+        _torch_pyfunc(folder / MLMODEL_FILE)
     return folder / MLMODEL_FILE
 
 
-def requirements() -> list[str]:
-    """The pip requirements written beside the model: the ONNX runtime stack, pinned.
+def _torch_pyfunc(path: Path) -> None:
+    """Point the ``python_function`` flavor at pruneops' torch-sparse loader, reading the whole folder."""
+    from mlflow.models import Model
+
+    from pruneops.mlflow_torch import LOADER_MODULE
+
+    mlmodel = Model.load(str(path))
+    pyfunc = mlmodel.flavors["python_function"]
+    pyfunc["loader_module"] = LOADER_MODULE
+    pyfunc.pop("data", None)  # the loader gets the folder: weights, arch.json, probe, model.onnx
+    mlmodel.save(str(path))
+
+
+def requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """The pip requirements written beside the model: the ONNX runtime stack (and ``extra``), pinned.
 
     >>> [line.split("==")[0] for line in requirements()]
     ['mlflow', 'onnx', 'onnxruntime', 'numpy']
     """
     from importlib.metadata import version
 
-    return [f"{package}=={version(package)}" for package in RUNTIME_PACKAGES]
+    return [f"{package}=={version(package).split('+')[0]}" for package in (*RUNTIME_PACKAGES, *extra)]

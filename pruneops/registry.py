@@ -331,7 +331,8 @@ class Registry:
         """
         experiment_id = self._experiment_id()
         with tempfile.TemporaryDirectory() as tmp:
-            model_dir = _stage(Path(model_dir), Path(tmp) / MODEL_DIR)  # refuse what would not serve
+            runtime = str((tags or {}).get("runtime") or "") or None
+            model_dir = _stage(Path(model_dir), Path(tmp) / MODEL_DIR, runtime)  # refuse what would not serve
             reference_dir = _write_reference(Path(tmp) / REFERENCE_DIR, reference, feature_names)
             digests = file_digests(model_dir, MODEL_DIR)
             if reference_dir is not None:
@@ -725,7 +726,7 @@ def _retry_conflict(write: Any, *args: Any, attempts: int = 4) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def _stage(model_dir: Path, staged: Path) -> Path:
+def _stage(model_dir: Path, staged: Path, runtime: str | None = None) -> Path:
     """Copy ``model_dir`` to ``staged`` and make it a version: proven, with ONNX and an MLmodel.
 
     The folder must load and reproduce its probe (a save that lost anything is refused). A
@@ -749,7 +750,7 @@ def _stage(model_dir: Path, staged: Path) -> Path:
     if not onnx_path.is_file():
         export_onnx(model, torch.from_numpy(probe.inputs[:2]), onnx_path)
     check_outputs(probe, onnx_outputs(onnx_path, probe.inputs), f"{model_dir / ONNX_FILE}")
-    add_mlmodel(staged, probe)
+    add_mlmodel(staged, probe, runtime)  # runtime: the one validation picked, which the server will use
     add_transformers_flavor(staged, model, probe)  # an encoder from a transformers source
     return staged
 

@@ -77,3 +77,28 @@ def test_params_step_metrics_and_logged_model_on_both_stores(registry: Registry,
     assert registry.artifact_location(name, info.version) == logged[0].artifact_location
     assert json.loads(logged[0].tags["mlflow.modelVersions"]) == [{"name": name, "version": info.version}]
     assert {a.path for a in client.list_logged_model_artifacts(logged[0].model_id)} >= {"MLmodel", "model.onnx"}
+
+
+def test_a_torch_sparse_version_runs_under_pyfunc_with_pruneops_torch_loader(
+    registry: Registry, name: str, tmp_path: Path, plain_mlflow: Any
+) -> None:
+    """What the server runs for a torch-sparse version is torch, so that is the pyfunc too (on a GPU, sparse)."""
+    from pruneops.pruning import MagnitudeConfig, make_permanent, prune_
+
+    plain_mlflow(registry.tracking_uri)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).eval()
+    prune_(model, MagnitudeConfig(pattern="2:4"))
+    make_permanent(model)
+    info = registry.register(name, saved(tmp_path / "m", model), tags={"runtime": "torch-sparse"})
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{info.version}")
+    assert loaded.metadata.flavors["python_function"]["loader_module"] == "pruneops.mlflow_torch"
+    assert "onnx" in loaded.metadata.flavors  # the ONNX file and flavor stay, for runtimes that take it
+    rows = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    ((output, predicted),) = loaded.predict(rows).items()
+    with torch.no_grad():
+        np.testing.assert_allclose(predicted, model(torch.from_numpy(rows)).numpy(), rtol=1e-4, atol=1e-5)
+    import onnx  # the output is named as in the version's ONNX file, as MLflow's ONNX pyfunc names it
+
+    folder = registry.download(name, info.version, tmp_path / "dl")
+    assert output == onnx.load(str(folder / ONNX_FILE)).graph.output[0].name
