@@ -84,7 +84,12 @@ class PooledEncoder(nn.Module):
 
 @model_factory
 def encoder_from_config(config: dict[str, Any]) -> PooledEncoder:
-    """The architecture factory ``arch.json`` names: a :class:`PooledEncoder` shaped by a transformers config."""
+    """The architecture factory ``arch.json`` names: a :class:`PooledEncoder` shaped by a transformers config.
+
+    >>> encoder_from_config(config={"model_type": "distilbert", "vocab_size": 50, "dim": 16, "n_layers": 1,
+    ...                             "n_heads": 2, "hidden_dim": 32, "max_position_embeddings": 20}).pad_id
+    0
+    """
     return PooledEncoder(Encoder(**encoder_kwargs(config)), int(config.get("pad_token_id") or 0))
 
 
@@ -165,6 +170,10 @@ def import_encoder(folder: Path, flavor: dict[str, Any]) -> tuple[PooledEncoder,
 
     Its components folder (the tokenizer) becomes the model's assets, carried to every
     version pruned from it.
+
+    >>> model, spec = import_encoder(Path("downloaded"), mlmodel["flavors"]["transformers"])  # doctest: +SKIP
+    >>> spec.factory  # doctest: +SKIP
+    'pruneops.encoders:encoder_from_config'
     """
     from transformers import AutoModel
 
@@ -306,6 +315,9 @@ def add_transformers_flavor(folder: str | Path, model: nn.Module, probe: Any) ->
 
     The transformers model must reproduce the probe (else :class:`ModelFormatError`). Returns
     False, adding nothing, for other models and for an encoder without a tokenizer.
+
+    >>> add_transformers_flavor(staged, load_model(staged), Probe.load(staged))  # doctest: +SKIP
+    True
     """
     folder = Path(folder)
     spec = ArchSpec.from_json((folder / ARCH_FILE).read_text())
