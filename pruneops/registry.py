@@ -538,15 +538,31 @@ class Registry:
             )
 
     def create_webhook(self, name: str, url: str, events: list[str], secret: str) -> str:
-        """Register an MLflow webhook (needs a SQL-backed server); returns its id.
+        """Register an MLflow webhook (needs a SQL-backed server), or update the one of that name; returns its id.
 
+        Idempotent by name: running it again (a redeploy, a rotated secret) updates the
+        webhook instead of adding a second one that would deliver every event twice.
         MLflow refuses ``http://`` targets unless the server runs with
         ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` (and loopback ones without
         ``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true``).
         """
         with self._mlflow_errors(f"creating webhook {name!r}"):
-            webhook = self._client.create_webhook(name=name, url=url, events=events, secret=secret)  # type: ignore[arg-type]
+            existing = [hook for hook in self._all_webhooks() if hook.name == name]
+            if existing:
+                webhook = self._client.update_webhook(existing[0].webhook_id, url=url, events=events, secret=secret)  # type: ignore[arg-type]
+            else:
+                webhook = self._client.create_webhook(name=name, url=url, events=events, secret=secret)  # type: ignore[arg-type]
         return str(webhook.webhook_id)
+
+    def _all_webhooks(self) -> list[Any]:
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self._client.list_webhooks(max_results=100, page_token=token)
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
 
     # ------------------------------------------------------------------ internals
 

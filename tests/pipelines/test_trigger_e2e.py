@@ -41,8 +41,17 @@ def test_webhook_runs_pipeline(mlflow_server: str, tmp_path: Path, monkeypatch: 
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, process=trigger)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         registry = Registry()
-        registry.create_webhook(f"hook-{model}", f"http://127.0.0.1:{port}/webhooks/mlflow",
-                                ["model_version.created"], "e2e-secret")  # fmt: skip
+        hook = registry.create_webhook(f"hook-{model}", "http://127.0.0.1:9/nowhere", ["model_version.created"],
+                                       "old-secret")  # fmt: skip
+        # Run again (a redeploy): the same webhook, updated, not a second one delivering every event twice.
+        again = registry.create_webhook(f"hook-{model}", f"http://127.0.0.1:{port}/webhooks/mlflow",
+                                        ["model_version.created"], "e2e-secret")  # fmt: skip
+        from mlflow import MlflowClient
+
+        assert again == hook
+        assert [w.url for w in MlflowClient(mlflow_server).list_webhooks() if w.name == f"hook-{model}"] == [
+            f"http://127.0.0.1:{port}/webhooks/mlflow"
+        ]
         from pruneops.demo import init_demo
 
         init_demo(model)  # registers v1: MLflow delivers model_version.created to the trigger
