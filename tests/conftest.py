@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -37,7 +38,13 @@ def mlflow_server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mlflow_server(mlflow_server_root: Path) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite backend, proxied artifacts) on loopback for the session."""
-    root = mlflow_server_root
+    with running_mlflow_server(mlflow_server_root) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start ``mlflow server`` keeping its database and artifacts in ``root``; yield its URL."""
     port = free_port()
     mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
@@ -46,7 +53,7 @@ def mlflow_server(mlflow_server_root: Path) -> Iterator[str]:
             mlflow_bin, "server",
             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination", str(root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         ],
         stdout=log, stderr=subprocess.STDOUT,
         env={
@@ -55,6 +62,7 @@ def mlflow_server(mlflow_server_root: Path) -> Iterator[str]:
             # Webhooks to the trigger on loopback (ENVIRONMENT.md): http and private addresses allowed.
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            **(env or {}),
         },
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

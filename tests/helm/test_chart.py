@@ -177,3 +177,19 @@ def test_trusted_modules_reach_every_container_and_servers_listen_on_the_pod() -
 def test_trusted_modules_must_be_module_names() -> None:
     with pytest.raises(Exception, match="trustedModules"):
         render({**ci_values(CHART / "ci" / "default-values.yaml"), "trustedModules": ["acme; rm -rf /"]})
+
+
+def test_mlflow_gets_the_webhook_settings_and_its_encryption_key_from_a_secret() -> None:
+    """Several MLflow workers must share one key, or webhook deliveries fail with InvalidToken."""
+    objects = render(ci_values(CHART / "ci" / "full-values.yaml"))
+    (mlflow,) = [c for pod in pods(objects) for c in pod["containers"] if c["name"] == "mlflow"]
+    env = {e["name"]: e for e in mlflow["env"]}
+    assert env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-webhook-key", "key": "key"
+    }  # fmt: skip
+    assert "value" not in env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"], "never inlined"
+    assert env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"]["value"] == "http,https"
+    assert env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"]["value"] == "true"
+    with pytest.raises(Exception, match="allowedSchemes"):
+        render({**ci_values(CHART / "ci" / "full-values.yaml"),
+                "mlflow": {"enabled": True, "webhooks": {"allowedSchemes": "ftp"}}})  # fmt: skip

@@ -1,6 +1,6 @@
-"""End to end: a real mlflow server delivers a signed webhook to a real trigger process, which
-runs the pipeline; a pruned version with lineage appears, and the pipeline's own version
-starts nothing (no loop)."""
+"""End to end: a real mlflow server (4 workers, as by default) delivers a signed webhook to a real
+trigger process, which runs the pipeline; a pruned version with lineage appears, and the
+pipeline's own version starts nothing (no loop)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,33 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pruneops.registry import Registry
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, running_mlflow_server, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RECIPE = Path(__file__).parents[2] / "recipes" / "channels-50-cpu.yaml"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """``mlflow server`` as it runs by default, with several workers, and one webhook encryption key.
+
+    Without a shared ``MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY`` each worker makes its own, and a
+    secret stored by one worker cannot be read by another (``InvalidToken``).
+    """
+    from cryptography.fernet import Fernet
+
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    key = Fernet.generate_key().decode()
+    with running_mlflow_server(root, workers=4, env={"MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key}) as url:
+        yield url
 
 
 def test_webhook_runs_pipeline(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,6 +67,11 @@ def test_webhook_runs_pipeline(mlflow_server: str, tmp_path: Path, monkeypatch: 
         from mlflow import MlflowClient
 
         assert again == hook
+        # Every worker reads the stored secret: a list over fresh connections reaches several of them.
+        for _ in range(16):
+            with httpx.Client() as fresh:  # a new connection each time, so not always the same worker
+                listed = fresh.get(f"{mlflow_server}/api/2.0/mlflow/webhooks", timeout=10)
+            assert listed.status_code == 200, listed.text[:300]
         assert [w.url for w in MlflowClient(mlflow_server).list_webhooks() if w.name == f"hook-{model}"] == [
             f"http://127.0.0.1:{port}/webhooks/mlflow"
         ]
