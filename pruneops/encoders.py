@@ -255,7 +255,7 @@ def to_transformers(model: PooledEncoder, config: dict[str, Any]) -> nn.Module:
     layer_key, width_key = ("n_layers", "hidden_dim") if distil else ("num_hidden_layers", "intermediate_size")
     settings = {k: v for k, v in config.items() if k not in ("model_type", "transformers_version", "_name_or_path")}
     hf_config = AutoConfig.for_model(kind, **{**settings, layer_key: len(layers), width_key: width})
-    extra = {} if kind == "distilbert" else {"add_pooling_layer": False}
+    extra = {} if distil else {"add_pooling_layer": False}
     target = AutoModel.from_config(hf_config, **extra).eval()
     state = _transformers_state(model, layers, target.state_dict(), kind)
     target.load_state_dict(state, strict=True)
@@ -328,6 +328,7 @@ def add_transformers_flavor(folder: str | Path, model: nn.Module, probe: Any) ->
     from mlflow.models import Model
     from transformers import AutoTokenizer
 
+    from pruneops.mlmodel import MLMODEL_FILE, pinned
     from pruneops.probe import check_round_trip
 
     config = spec.kwargs["config"]
@@ -340,18 +341,12 @@ def add_transformers_flavor(folder: str | Path, model: nn.Module, probe: Any) ->
             {"model": target, "tokenizer": tokenizer},
             str(staged),
             task=PIPELINE_TASK,
-            pip_requirements=_requirements(),
+            pip_requirements=pinned(("transformers", "tokenizers", "torch")),
         )
         for part in ("model", COMPONENTS_DIR):
             shutil.copytree(staged / part, folder / part, dirs_exist_ok=True)
-        flavor = Model.load(str(staged / "MLmodel")).flavors[FLAVOR]
-    mlmodel = Model.load(str(folder / "MLmodel"))
+        flavor = Model.load(str(staged / MLMODEL_FILE)).flavors[FLAVOR]
+    mlmodel = Model.load(str(folder / MLMODEL_FILE))
     mlmodel.flavors[FLAVOR] = flavor
-    mlmodel.save(str(folder / "MLmodel"))
+    mlmodel.save(str(folder / MLMODEL_FILE))
     return True
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{package}=={version(package).split('+')[0]}" for package in ("transformers", "tokenizers", "torch")]

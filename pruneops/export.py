@@ -120,6 +120,20 @@ def onnx_outputs(path: str | Path, inputs: np.ndarray) -> np.ndarray:
     return result
 
 
+def port_names(path: str | Path) -> tuple[str, str]:
+    """The names of an ONNX file's first input and first output (what V2 clients and pyfunc callers see).
+
+    >>> port_names("missing.onnx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ...
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return graph.input[0].name, graph.output[0].name
+
+
 @contextlib.contextmanager
 def _quiet():  # type: ignore[no-untyped-def]
     """The dynamo exporter prints progress and torchvision warnings; keep logs readable."""

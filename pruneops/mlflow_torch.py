@@ -62,13 +62,10 @@ class SparsePyfunc:
 
 def _output_name(folder: Path) -> str:
     """The output's name as clients know it from the version's ONNX file (``output`` without one)."""
+    from pruneops.export import port_names
     from pruneops.mlmodel import ONNX_FILE
 
-    if not (folder / ONNX_FILE).is_file():
-        return "output"
-    import onnx
-
-    return str(onnx.load(str(folder / ONNX_FILE), load_external_data=False).graph.output[0].name)
+    return port_names(folder / ONNX_FILE)[1] if (folder / ONNX_FILE).is_file() else "output"
 
 
 def _load_pyfunc(path: str) -> SparsePyfunc:

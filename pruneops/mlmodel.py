@@ -94,6 +94,15 @@ def requirements(extra: tuple[str, ...] = ()) -> list[str]:
     >>> [line.split("==")[0] for line in requirements()]
     ['mlflow', 'onnx', 'onnxruntime', 'numpy']
     """
+    return pinned((*RUNTIME_PACKAGES, *extra))
+
+
+def pinned(packages: tuple[str, ...]) -> list[str]:
+    """``package==version`` for each installed package, without a local label (``2.13.0+cpu`` -> ``2.13.0``).
+
+    >>> pinned(("numpy",))[0].startswith("numpy==")
+    True
+    """
     from importlib.metadata import version
 
-    return [f"{package}=={version(package).split('+')[0]}" for package in (*RUNTIME_PACKAGES, *extra)]
+    return [f"{package}=={version(package).split('+')[0]}" for package in packages]

@@ -331,7 +331,7 @@ class Registry:
         """
         experiment_id = self._experiment_id()
         with tempfile.TemporaryDirectory() as tmp:
-            runtime = str((tags or {}).get("runtime") or "") or None
+            runtime = (tags or {}).get("runtime")
             model_dir = _stage(Path(model_dir), Path(tmp) / MODEL_DIR, runtime)  # refuse what would not serve
             reference_dir = _write_reference(Path(tmp) / REFERENCE_DIR, reference, feature_names)
             digests = file_digests(model_dir, MODEL_DIR)

@@ -41,6 +41,7 @@ from pruneops.registry import Registry
 DEVICES = ("cpu", "cuda")
 #: ONNX input types the server takes, as V2 datatypes and numpy dtypes (token ids are int64).
 INPUT_TYPES = {"tensor(float)": ("FP32", np.float32), "tensor(int64)": ("INT64", np.int64)}
+_NUMPY_TYPES = {v2: np.dtype(dtype) for v2, dtype in INPUT_TYPES.values()}
 
 
 @dataclass
@@ -61,7 +62,7 @@ class ServedVersion:
     @property
     def input_dtype(self) -> np.dtype[Any]:
         """The numpy type a request's input is converted to."""
-        return np.dtype({v2: dtype for v2, dtype in INPUT_TYPES.values()}[self.input_datatype])
+        return _NUMPY_TYPES[self.input_datatype]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Outputs for a batch of :attr:`input_dtype` shaped ``[N, *input_shape[1:]]``."""
@@ -187,13 +188,10 @@ def _torch_sparse_session(folder: Path, task_path: str | None, onnx_path: Path) 
     runtime.check()  # RuntimeUnavailable without a CUDA GPU of compute capability >= 8.0
     example = load_task(task_path).example_input(1)
     session = runtime.load(load_model(folder), example, folder)
-    # Port names as clients know them from the version's ONNX file, when it has one.
-    names = ("x", "output")
-    if onnx_path.is_file():
-        import onnx
+    from pruneops.export import port_names
 
-        graph = onnx.load(str(onnx_path), load_external_data=False).graph
-        names = (graph.input[0].name, graph.output[0].name)
+    # Port names as clients know them from the version's ONNX file, when it has one.
+    names = port_names(onnx_path) if onnx_path.is_file() else ("x", "output")
     shape: list[int | None] = [None, *example.shape[1:]]
     return TorchSparseSession(session, [_Port(names[0], shape)], [_Port(names[1], [None])])
 

@@ -39,19 +39,17 @@ def first_tensor(body: bytes | bytearray, header_length: int | None, part: str) 
     """
     try:
         if header_length is None:
-            tensor = json.loads(body)[part][0]
-            return np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+            return _tensor(json.loads(body)[part][0], memoryview(b""))
         if header_length < 0 or header_length > len(body):
             return None
         header = json.loads(bytes(body[:header_length]))
-        return _binary(header[part], memoryview(body)[header_length:])
+        return _tensor(header[part][0], memoryview(body)[header_length:])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 
 
-def _binary(tensors: list[dict[str, Any]], payload: memoryview) -> np.ndarray | None:
-    """The first tensor's values: from its ``data`` if it has one, else the first bytes after the header."""
-    first = tensors[0]
+def _tensor(first: dict[str, Any], payload: memoryview) -> np.ndarray | None:
+    """A tensor's values: from its JSON ``data`` if it has one, else the first bytes of ``payload``."""
     shape = [int(d) for d in first["shape"]]
     if "data" in first:
         return np.asarray(first["data"], dtype=np.float32).reshape(shape)
