@@ -6,12 +6,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
+# Prometheus and Alertmanager for the closed loop: scripts/monitoring-tools puts them here.
+TOOLS := $(CURDIR)/.tools
+export PATH := $(TOOLS)/bin:$(PATH)
 PYTEST_ARGS ?=
 
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: venv demo test test-fast check format clean bench chart-files
+.PHONY: venv tools demo test test-fast check format clean bench chart-files
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +33,13 @@ $(CHECKOV): constraints-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
 	$(CHECKOV_VENV)/bin/pip install --quiet -c constraints-checkov.txt checkov==3.3.30
 
-demo: $(STAMP)  ## set up and run the embedded demo (state in ./.pruneops)
+tools:  ## Prometheus, promtool, Alertmanager, amtool into ./.tools/bin (Debian's packages, no root)
+	TOOLS=$(TOOLS) scripts/monitoring-tools
+
+demo: $(STAMP) tools  ## set up and run the embedded demo (state in ./.pruneops)
 	$(BIN)/pruneops demo
 
-test: $(STAMP) $(CHECKOV)  ## set up and run every test that this machine can run
+test: $(STAMP) $(CHECKOV) tools  ## set up and run every test that this machine can run
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit tests only
@@ -59,4 +65,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .pruneops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(TOOLS) .pruneops .pytest_cache .mypy_cache .ruff_cache

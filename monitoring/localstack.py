@@ -31,13 +31,23 @@ RULES = Path(__file__).parent / "prometheus" / "rules.yaml"
 PROMETHEUS, ALERTMANAGER = "prometheus", "prometheus-alertmanager"
 
 
+LOCAL_TOOLS = Path(".tools") / "bin"  # where `make tools` (scripts/monitoring-tools) puts them
+
+
 def find_binary(*names: str) -> str | None:
-    """The first of ``names`` on PATH (Debian calls Alertmanager ``prometheus-alertmanager``)."""
-    return next((found for name in names if (found := shutil.which(name))), None)
+    """The first of ``names`` on PATH, then in ./.tools/bin (Debian calls Alertmanager
+    ``prometheus-alertmanager``).
+
+    >>> find_binary("no-such-binary-here") is None
+    True
+    """
+    path = os.pathsep.join([os.environ.get("PATH", ""), str(LOCAL_TOOLS.resolve())])
+    return next((found for name in names if (found := shutil.which(name, path=path))), None)
 
 
 MISSING_BINARIES = (
-    "the closed loop needs the prometheus and alertmanager binaries: apt-get install prometheus prometheus-alertmanager"
+    "the closed loop needs the prometheus and alertmanager binaries: run `make tools` "
+    "(Debian's packages into ./.tools/bin, no root) or put them on PATH"
 )
 
 

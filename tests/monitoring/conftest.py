@@ -25,7 +25,7 @@ class LivePrometheus:
 def live_prometheus() -> Iterator[LivePrometheus]:
     binary = find_binary("prometheus")
     if binary is None:
-        pytest.skip("prometheus not installed (apt-get install prometheus)")
+        pytest.skip("prometheus not found: run `make tools`")
     exporter = CollectorRegistry()
     exporter_port, port = free_port(), free_port()
     server, _thread = start_http_server(exporter_port, addr="127.0.0.1", registry=exporter)

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from monitoring.localstack import find_binary
+
 RULES_DIR = Path(__file__).parents[2] / "monitoring" / "prometheus"
-promtool = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(promtool is None, reason="promtool not installed (apt-get install prometheus)")
+promtool = find_binary("promtool")
+needs_promtool = pytest.mark.skipif(promtool is None, reason="promtool not found: run `make tools`")
 
 
 def run_promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess[str]:
