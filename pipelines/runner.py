@@ -2,7 +2,9 @@
 
 Local runs execute every component as a subprocess of the current Python
 (``SubprocessRunner(use_venv=False)``), with pipeline artifacts under
-``$PRUNEOPS_HOME/kfp``. Inputs are checked before anything runs: the model version must
+``$PRUNEOPS_HOME/kfp`` and KFP's own output (executor inputs, each step's logs) in a file
+under ``$PRUNEOPS_HOME/kfp/logs`` (:mod:`pipelines.kfplog`); ``on_step`` hears each step
+start and end. Inputs are checked before anything runs: the model version must
 exist, the recipe must validate, the task must import. The task is the one given, else the
 one recorded on the source version (its ``pruneops.task`` tag); a version with neither is
 refused with one line, before any step. A failing step stops the run with
@@ -16,10 +18,13 @@ import importlib.util
 import json
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.kfplog import StepEvent, kfp_output_to
 from pruneops import settings
 from pruneops.errors import PruneopsError
 from pruneops.recipe import Recipe
@@ -32,11 +37,12 @@ class PipelineFailed(PruneopsError):
 
 @dataclass(frozen=True)
 class RunResult:
-    """The version the run registered (gate passed or failed)."""
+    """The version the run registered (gate passed or failed), and where KFP's logs are."""
 
     model: str
     parent_version: str
     version: str
+    log_file: Path | None = None
 
 
 def _arguments(model: str, version: str, recipe: Recipe, task: str, tracking_uri: str) -> dict[str, str]:
@@ -123,8 +129,29 @@ def _check_runtimes(recipe: Recipe) -> None:
         )
 
 
-def run_local(model: str, version: str, recipe: Recipe, task: str | None = None) -> RunResult:
-    """Run the pipeline on this machine and return the registered version (``task``: default the version's tag)."""
+def log_path(model: str, version: str) -> Path:
+    """Where a local run of ``model`` v``version`` writes KFP's output: one new file per run.
+
+    >>> log_path("digits", "1").name.startswith("digits-v1-")
+    True
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 1_000_000:06d}"
+    return settings.state_dir() / "kfp" / "logs" / f"{model}-v{version}-{stamp}.log"
+
+
+def run_local(
+    model: str,
+    version: str,
+    recipe: Recipe,
+    task: str | None = None,
+    on_step: Callable[[StepEvent], None] | None = None,
+    log_file: Path | None = None,
+) -> RunResult:
+    """Run the pipeline on this machine and return the registered version (``task``: default the version's tag).
+
+    KFP's output goes to ``log_file`` (default :func:`log_path`), not to the terminal; a
+    failure's message names it.
+    """
     from kfp import local
 
     from pipelines.prune_and_register import GpuPlacement, build_pipeline
@@ -136,23 +163,27 @@ def run_local(model: str, version: str, recipe: Recipe, task: str | None = None)
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     pipeline = build_pipeline(GpuPlacement() if recipe.validate_.target == "cuda" else None)
+    log_file = log_file or log_path(model, number)
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error.json"
         previous = os.environ.get(ERROR_FILE_ENV)
         os.environ[ERROR_FILE_ENV] = str(error_file)
         try:
-            outputs = pipeline(**_arguments(model, number, recipe, task, tracking_uri))
+            with kfp_output_to(log_file, on_step):
+                outputs = pipeline(**_arguments(model, number, recipe, task, tracking_uri))
         except Exception as err:  # noqa: BLE001 - kfp.local raises RuntimeError and others for a failed task
             if error_file.is_file():
                 failure = json.loads(error_file.read_text())
-                raise PipelineFailed(f"step {failure['step']} failed: {failure['error']}") from None
-            raise PipelineFailed(f"pipeline failed: {str(err).splitlines()[0]}") from None
+                raise PipelineFailed(
+                    f"step {failure['step']} failed: {failure['error']} (KFP's logs: {log_file})"
+                ) from None
+            raise PipelineFailed(f"pipeline failed: {str(err).splitlines()[0]} (KFP's logs: {log_file})") from None
         finally:
             if previous is None:
                 os.environ.pop(ERROR_FILE_ENV, None)
             else:
                 os.environ[ERROR_FILE_ENV] = previous
-    return RunResult(model, number, str(outputs.output))
+    return RunResult(model, number, str(outputs.output), log_file)
 
 
 def submit(

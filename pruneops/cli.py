@@ -15,8 +15,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
+from pruneops.cliview import show_rows, step_lines
 from pruneops.errors import PruneopsError
 
 app = typer.Typer(
@@ -52,23 +53,46 @@ def _one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _version_table(title: str, rows: list[Any]) -> Table:
-    table = Table(title=title)
-    for column in ("version", "aliases", "source", "method", "pattern", "sparsity", "accuracy", "gate", "created"):
-        table.add_column(column)
-    for info in rows:
-        table.add_row(
+def _say(text: str) -> None:
+    """One line as it is: wrapped by the terminal, not cut or re-flowed at 80 columns in a pipe."""
+    console.print(text, soft_wrap=True, highlight=False)
+
+
+def _show_versions(title: str, rows: list[Any]) -> None:
+    columns = ("version", "aliases", "source", "method", "pattern", "sparsity", "accuracy", "gate", "created")
+    cells = [
+        [
             info.version,
             ", ".join(info.aliases) or "-",
-            info.tag("source", "-"),
-            info.tag("method", "-"),
-            info.tag("pattern", "-"),
-            info.tag("sparsity", "-"),
-            info.tag("accuracy", "-"),
-            info.tag("gate", "-"),
+            *(info.tag(key) or "-" for key in ("source", "method", "pattern", "sparsity", "accuracy", "gate")),
             info.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    return table
+        ]
+        for info in rows
+    ]
+    show_rows(console, title, columns, cells)
+
+
+def _run_locally(model: str, version: str, recipe: Any, task: str | None = None, heading: str = "result:") -> Any:
+    """Run the pipeline here: one line per step, KFP's logs to a file, then the closing summary.
+
+    Returns the :class:`pruneops.runsummary.RunSummary` of the version it registered.
+    """
+    import sys
+
+    from pipelines.runner import log_path, run_local
+    from pruneops.registry import Registry
+    from pruneops.runsummary import summarize
+
+    log = log_path(model, version)
+    console.print(f"steps: baseline -> prune -> finetune -> validate -> register (KFP's logs: {log})", soft_wrap=True)
+    # Bound to the terminal now: during the run, sys.stdout is the log file.
+    steps_console = Console(file=sys.stdout)
+    result = run_local(model, version, recipe, task, on_step=step_lines(steps_console), log_file=log)
+    summary = summarize(Registry(), model, result.version)
+    console.print(heading)
+    for line in summary.lines():
+        console.print(f"  {escape(line)}", soft_wrap=True, highlight=False)
+    return summary
 
 
 @app.command("init-demo")
@@ -85,7 +109,7 @@ def init_demo_cmd(
 
     with console.status(f"training and registering the {name} baseline"):
         info = init_demo(name, task, seed, force)
-    console.print(_version_table(f"{name} @ {tracking_uri()}", [info]))
+    _show_versions(f"{name} @ {tracking_uri()}", [info])
 
 
 @app.command("register")
@@ -107,7 +131,7 @@ def register_cmd(
 
     with console.status(f"registering {name}"):
         info = register_model(name, model, task=task, data=data, metric=metric)
-    console.print(_version_table(f"{name} @ {tracking_uri()}", [info]))
+    _show_versions(f"{name} @ {tracking_uri()}", [info])
     console.print(f"task: {info.tag('task')}")
 
 
@@ -122,26 +146,15 @@ def demo_cmd(
     serve it, let live analysis promote it, inject a latency regression and watch the rollback."""
     import time
 
-    from pipelines.runner import run_local
     from pruneops.demo import DEMO_RECIPE, init_demo
     from pruneops.recipe import parse_recipe
-    from pruneops.registry import Registry
 
     started = time.perf_counter()
     with console.status("training and registering the digits baseline"):
         champion = init_demo(name)
     console.print(f"[bold]1.[/] champion: {name} v{champion.version} (accuracy {champion.tag('accuracy')})")
-    console.print("[bold]2.[/] running the pipeline: baseline -> prune -> finetune -> validate -> register")
-    result = run_local(name, champion.version, parse_recipe(DEMO_RECIPE))
-    info = Registry().version(name, result.version)
-    console.print(_version_table(f"{name}: registered by the pipeline", [info]))
-    console.print(
-        f"[bold]3.[/] v{info.version}: gate {info.tag('gate')}, "
-        f"accuracy drop {float(info.tag('accuracy_drop') or 0):.4f}, "
-        f"speedup {float(info.tag('speedup') or 0):.2f}x on {info.tag('runtime')} ({info.tag('device')})"
-    )
-    if info.tag("gate") == "failed":
-        console.print(f"   reasons: {info.tag('gate_reasons')}")
+    console.print("[bold]2.[/] running the pipeline")
+    _run_locally(name, champion.version, parse_recipe(DEMO_RECIPE), heading="[bold]3.[/] result:")
     if monitoring:
         _demo_closed_loop(name)
     console.print(f"done in {time.perf_counter() - started:.0f}s")
@@ -156,21 +169,20 @@ def _demo_closed_loop(name: str) -> None:
     from pruneops.tasks import load_task
 
     if not have_binaries():
-        console.print(f"[bold]4.[/] closed loop skipped: {MISSING_BINARIES}")
+        _say(f"[bold]4.[/] closed loop skipped: {MISSING_BINARIES}")
         return
     challenger = Registry().aliases(name).get("challenger")
-    console.print(f"[bold]4.[/] closed loop: server + sidecar + controller + Prometheus + Alertmanager"
-                  f"{f'; canary 50% to v{challenger}' if challenger else ''}")  # fmt: skip
+    _say(f"[bold]4.[/] closed loop: server + sidecar + controller + Prometheus + Alertmanager"
+         f"{f'; canary 50% to v{challenger}' if challenger else ''}")  # fmt: skip
     task = load_task(Registry().resolve(name, "champion").tag("task") or "pruneops.tasks.digits:task")
     with console.status("analysing the challenger live, then promoting an injected latency regression"):
         report = closed_loop(name, state_dir() / "loop", task.example_input(300).numpy())
     if report.promoted:
-        console.print(f"   analysis promoted v{report.promoted} after {report.promotion_s:.0f}s of live traffic")
+        _say(f"   analysis promoted v{report.promoted} after {report.promotion_s:.0f}s of live traffic")
     drill = report.drill
     served = f"{drill.breach_to_served_s:.1f}s" if drill.breach_to_served_s is not None else "never (see logs)"
-    console.print(f"   drill: v{drill.regressed} (a slowed copy) promoted; {drill.rollback_why}")
-    console.print(f"   v{drill.restored} serving again {served} after the breach; "
-                  f"failed requests: {drill.failed_requests}")  # fmt: skip
+    _say(f"   drill: v{drill.regressed} (a slowed copy) promoted; {escape(drill.rollback_why or 'no reason recorded')}")
+    _say(f"   v{drill.restored} serving again {served} after the breach; failed requests: {drill.failed_requests}")
 
 
 @app.command("run")
@@ -190,9 +202,8 @@ def run_cmd(
     Exits 0 when the version passed its gates, 3 when it was registered with a failed gate
     (the reasons are printed), 1 on an error.
     """
-    from pipelines.runner import run_local, submit
+    from pipelines.runner import submit
     from pruneops.recipe import load_recipe
-    from pruneops.registry import Registry
     from pruneops.settings import tracking_uri as default_uri
 
     parsed = load_recipe(recipe)
@@ -200,12 +211,12 @@ def run_cmd(
         run_id = submit(kfp_host, model, version, parsed, task, tracking_uri or default_uri())
         console.print(f"submitted run {run_id} to {kfp_host}")
         return
-    result = run_local(model, version, parsed, task)
-    info = Registry().version(model, result.version)
-    console.print(_version_table(f"{model}: registered by the pipeline", [info]))
-    if info.tag("gate") != "passed":  # registered as evidence, with no alias: say so, and exit 3
-        reasons = info.tag("gate_reasons") or "no reason recorded"
-        err_console.print(f"[bold red]gate failed:[/] {model} v{info.version} has no alias: {reasons}", soft_wrap=True)
+    summary = _run_locally(model, version, parsed, task)
+    if summary.gate != "passed":  # registered as evidence, with no alias: say so, and exit 3
+        reasons = "; ".join(summary.reasons) or "no reason recorded"
+        err_console.print(
+            f"[bold red]gate failed:[/] {model} v{summary.version} has no alias: {escape(reasons)}", soft_wrap=True
+        )
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
@@ -389,7 +400,7 @@ def versions_cmd(model: ModelArg) -> None:
     """List a model's versions with their aliases, lineage tags and gate."""
     from pruneops.registry import Registry
 
-    console.print(_version_table(f"versions of {model}", Registry().versions(model)))
+    _show_versions(f"versions of {model}", Registry().versions(model))
 
 
 @app.command("history")
@@ -398,12 +409,8 @@ def history_cmd(model: ModelArg) -> None:
     """Print every alias change of a model: when, what, who and why."""
     from pruneops.registry import Registry
 
-    events = Registry().history(model)
-    table = Table(title=f"alias history of {model}")
-    for column in ("when (UTC)", "action", "alias", "from", "to", "who", "why"):
-        table.add_column(column)
-    for event in events:
-        table.add_row(
+    rows = [
+        [
             event.at.replace("T", " ")[:19],
             event.action,
             event.alias,
@@ -411,8 +418,10 @@ def history_cmd(model: ModelArg) -> None:
             f"v{event.version}" if event.version else "(removed)",
             event.who,
             event.why or "-",
-        )
-    console.print(table)
+        ]
+        for event in Registry().history(model)
+    ]
+    show_rows(console, f"alias history of {model}", ("when (UTC)", "action", "alias", "from", "to", "who", "why"), rows)
 
 
 @app.command("promote")
@@ -453,6 +462,8 @@ def main() -> None:
 
     # MLflow logs schema migrations at INFO on every new store; the CLI shows its own progress.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Nor its per-file download bars, which bury the steps' lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     app()
 
 

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -51,6 +52,7 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 EXPERIMENT = "pruneops"
 MODEL_DIR, REFERENCE_DIR, REPORT_DIR = "model", "reference", "report"
 REFERENCE_FILE, REPORT_FILE = "reference.parquet", "evaluation.json"
+REPORT_HTML = f"{REPORT_DIR}/report.html"  # the run's HTML page (pruneops.report), as MLflow lists it
 #: Run tags of a registration in progress: its key, its model and the process doing it.
 REGISTRATION_KEY, REGISTRATION_MODEL, REGISTRATION_OWNER = (
     "pruneops.registration.key",
@@ -443,6 +445,29 @@ class Registry:
                 self._client.log_artifact(run_id, str(local), artifact_path)
             self._client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def report_location(self, info: VersionInfo) -> str | None:
+        """Where a person opens a version's HTML report: its page in the MLflow UI on a tracking
+        server, the file itself on a local store; None when the run logged no report.
+
+        >>> # Registry().report_location(Registry().version("digits", "2"))
+        """
+        if not info.run_id:
+            return None
+        with self._mlflow_errors(f"report of {info.name} v{info.version}"):
+            run = self._client.get_run(info.run_id)
+            logged = {item.path for item in self._client.list_artifacts(info.run_id, REPORT_DIR)}
+        if REPORT_HTML not in logged:
+            return None
+        if self.tracking_uri.startswith(("http://", "https://")):
+            experiment = run.info.experiment_id
+            return (
+                f"{self.tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{info.run_id}/artifacts/{REPORT_HTML}"
+            )
+        root = run.info.artifact_uri or ""
+        if root.startswith("file:"):
+            return str(Path(urlparse(root).path) / REPORT_HTML)
+        return f"{root.rstrip('/')}/{REPORT_HTML}"
 
     def has_model(self, name: str) -> bool:
         """Whether a registered model of this name exists."""

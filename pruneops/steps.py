@@ -197,7 +197,7 @@ def register(
     ``run_key`` (the KFP run id) makes registration idempotent per run: a retried or
     re-entered register step returns the version the first attempt created.
     """
-    from pruneops.registry import Registry
+    from pruneops.registry import REPORT_DIR, REPORT_HTML, Registry
 
     evidence = json.loads((Path(evidence_dir) / EVIDENCE_FILE).read_text())
     task = load_task(task_path)
@@ -210,9 +210,9 @@ def register(
         (folder / MASKS_FILE).unlink(missing_ok=True)
         extra = {}
         if report_html and Path(report_html).is_file():
-            page = Path(tmp) / "report.html"  # KFP names the artifact file "report"; MLflow shows .html inline
+            page = Path(tmp) / Path(REPORT_HTML).name  # KFP names the file "report"; MLflow shows .html inline
             shutil.copy(report_html, page)
-            extra["report"] = str(page)
+            extra[REPORT_DIR] = str(page)
         info = Registry().register(
             model_name,
             folder,

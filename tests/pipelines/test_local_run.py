@@ -64,6 +64,21 @@ def test_failed_gate_is_registered_without_alias_and_exits_3(champion: str, tmp_
     assert "< required 100.00x on onnxruntime/" in (info.tag("gate_reasons") or "")
     assert "gate failed: digits v2 has no alias:" in ran.stderr and "< required 100.00x" in ran.stderr
     assert Registry().aliases("digits") == {CHAMPION: "1"}
+    # What the person reads: one line per step with its duration, KFP's logs in a named file,
+    # and a closing summary with every gate reason, the speedups and the report's path.
+    out = ran.stdout
+    for step in ("baseline", "prune", "finetune", "validate", "register"):
+        assert re.search(rf"^  ok +{step} +\d+\.\ds$", out, re.MULTILINE), out
+    assert "Executing task" not in out and "KFP Executor" not in out and "Downloading artifacts" not in out
+    assert len(out.splitlines()) < 25, out
+    log = Path(re.search(r"KFP's logs: (\S+)\)", out)[1])
+    assert "KFP Executor" in log.read_text() and "\x1b[" not in log.read_text()
+    assert "digits v2 (from v1): gate failed, no alias" in out
+    reasons = (info.tag("gate_reasons") or "").split("; ")
+    assert all(f"  gate reason: {reason}\n" in out for reason in reasons) and out.count("gate reason: ") == len(reasons)
+    assert re.search(r"^  speedup onnxruntime batch 32: \d+\.\d\dx \(p50 ", out, re.MULTILINE), out
+    report = Path(re.search(r"^  report: (\S+)$", out, re.MULTILINE)[1])
+    assert "<h1>digits: pruning run</h1>" in report.read_text()
 
 
 def test_step_failing_midway_names_step_and_leaves_registry(champion: str) -> None:
@@ -72,8 +87,10 @@ def test_step_failing_midway_names_step_and_leaves_registry(champion: str) -> No
     recipe = parse_recipe({"prune": {"method": "magnitude", "pattern": "2:4", "exclude": ["features.0"],
                                      "schedule": schedule}})  # fmt: skip
     before = [v.version for v in Registry().versions("digits")]
-    with pytest.raises(PipelineFailed, match=r"step prune failed: PruningError: an N:M pattern has one fixed"):
+    with pytest.raises(PipelineFailed, match=r"step prune failed: PruningError: an N:M pattern has one fixed") as err:
         run_local("digits", champion, recipe)
+    log = Path(re.search(r"\(KFP's logs: (\S+)\)$", str(err.value))[1])  # the step's whole output is there
+    assert "Task 'prune' finished with status FAILURE" in log.read_text()
     assert [v.version for v in Registry().versions("digits")] == before
     assert Registry().aliases("digits") == {CHAMPION: "1"}
 

@@ -31,6 +31,11 @@ def test_init_demo_then_manage_aliases(tmp_path: Path) -> None:
     assert again.returncode == 0
     versions = run_cli("versions", "digits", cwd=tmp_path)
     assert versions.returncode == 0 and "│ 1 " in versions.stdout and "│ 2 " not in versions.stdout
+    # Narrower than the table (a small terminal; a pipe is 80): one block per row, no cell cut.
+    narrow = run_cli("versions", "digits", cwd=tmp_path, env={"COLUMNS": "40"})
+    assert narrow.returncode == 0 and "…" not in narrow.stdout and "│" not in narrow.stdout
+    assert "  version: 1\n  aliases: champion\n  source: baseline\n" in narrow.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 40
 
     rollback = run_cli("rollback", "digits", cwd=tmp_path)
     assert rollback.returncode == 1

@@ -1,0 +1,112 @@
+"""What a pipeline run ended with, for a person: version, alias, gate and every reason,
+accuracy, speedup per runtime and batch, and where the HTML report is.
+
+Read back from the registry (the version's tags and its ``report/evaluation.json``), so a
+summary says what was recorded, not what the run meant to record.
+
+>>> summary = RunSummary("digits", "2", "1", ("challenger",), "passed", [], "accuracy", 0.97, 0.96,
+...                      0.01, 0.5, [Speedup("onnxruntime", 64, 1.0, 0.5, 2.0)], "/tmp/report.html")
+>>> print("\\n".join(summary.lines()))
+digits v2 (from v1): gate passed, alias challenger
+accuracy 0.9600 (dense 0.9700, drop 0.0100), sparsity 0.50
+speedup onnxruntime batch 64: 2.00x (p50 1.000 -> 0.500 ms)
+report: /tmp/report.html
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from pruneops.registry import REPORT_DIR, REPORT_FILE, Registry
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Median latency of dense and candidate at one runtime and batch, and their ratio."""
+
+    runtime: str
+    batch: int
+    dense_p50_ms: float
+    candidate_p50_ms: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The closing summary of one run (:func:`summarize`)."""
+
+    model: str
+    version: str
+    parent_version: str | None
+    aliases: tuple[str, ...]
+    gate: str
+    reasons: list[str]
+    metric: str
+    dense: float
+    candidate: float
+    accuracy_drop: float
+    sparsity: float
+    speedups: list[Speedup] = field(default_factory=list)
+    report: str | None = None
+
+    def lines(self) -> list[str]:
+        """The summary as plain lines (no table: readable at any width, and in a log)."""
+        alias = f"alias {', '.join(self.aliases)}" if self.aliases else "no alias"
+        parent = f" (from v{self.parent_version})" if self.parent_version else ""
+        out = [
+            f"{self.model} v{self.version}{parent}: gate {self.gate}, {alias}",
+            f"{self.metric} {self.candidate:.4f} (dense {self.dense:.4f}, drop {self.accuracy_drop:.4f}), "
+            f"sparsity {self.sparsity:.2f}",
+        ]
+        out += [f"gate reason: {reason}" for reason in self.reasons]
+        out += [
+            f"speedup {s.runtime} batch {s.batch}: {s.ratio:.2f}x "
+            f"(p50 {s.dense_p50_ms:.3f} -> {s.candidate_p50_ms:.3f} ms)"
+            for s in self.speedups
+        ]
+        out.append(f"report: {self.report or 'none recorded'}")
+        return out
+
+
+def speedups(validation: dict[str, Any]) -> list[Speedup]:
+    """Every runtime and batch a validation measured, in the order it measured them.
+
+    >>> row = {"dense": {"p50_ms": 2.0}, "candidate": {"p50_ms": 1.0}, "speedup": {"ratio": 2.0}}
+    >>> speedups({"runtimes": [{"runtime": "torch", "batches": {"1": row}}]})[0].ratio
+    2.0
+    """
+    return [
+        Speedup(r["runtime"], int(b), row["dense"]["p50_ms"], row["candidate"]["p50_ms"], row["speedup"]["ratio"])
+        for r in validation.get("runtimes", [])
+        for b, row in r["batches"].items()
+    ]
+
+
+def summarize(registry: Registry, model: str, version: str) -> RunSummary:
+    """Read a pipeline-made version's summary from the registry.
+
+    >>> # summarize(Registry(), "digits", "2").lines()
+    """
+    info = registry.version(model, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        evidence = json.loads((registry.download(model, info.version, tmp, part=REPORT_DIR) / REPORT_FILE).read_text())
+    validation, gate = evidence["validation"], evidence["gate"]
+    metric = validation["primary_metric"]
+    return RunSummary(
+        model=model,
+        version=info.version,
+        parent_version=info.tag("parent_version"),
+        aliases=info.aliases,
+        gate="passed" if gate["passed"] else "failed",
+        reasons=list(gate["reasons"]),
+        metric=metric,
+        dense=float(validation["dense_metrics"][metric]),
+        candidate=float(validation["candidate_metrics"][metric]),
+        accuracy_drop=float(validation["accuracy_drop"]),
+        sparsity=float(evidence["prune"]["sparsity"]),
+        speedups=speedups(validation),
+        report=registry.report_location(info),
+    )
