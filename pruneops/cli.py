@@ -406,8 +406,15 @@ def versions_cmd(model: ModelArg) -> None:
 @app.command("history")
 @_one_line_errors
 def history_cmd(model: ModelArg) -> None:
-    """Print every alias change of a model: when, what, who and why."""
+    """Print every alias change of a model: when, what, who and why.
+
+    Changes made outside pruneops (the MLflow UI or API) are found and recorded first, as
+    action ``outside``.
+    """
     from pruneops.registry import Registry
+
+    registry = Registry()
+    registry.reconcile(model)
 
     rows = [
         [
@@ -419,7 +426,7 @@ def history_cmd(model: ModelArg) -> None:
             event.who,
             event.why or "-",
         ]
-        for event in Registry().history(model)
+        for event in registry.history(model)
     ]
     show_rows(console, f"alias history of {model}", ("when (UTC)", "action", "alias", "from", "to", "who", "why"), rows)
 

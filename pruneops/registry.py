@@ -11,7 +11,12 @@ already in the asked-for state, so calling ``rollback`` twice, or from two proce
 once, leaves one consistent state. On a local SQLite store the change runs under a file lock;
 on a remote ``mlflow server`` the server serialises the individual writes. Every change is
 recorded as a registered-model tag ``pruneops.event.<time>`` (who, when, why), which is what
-:meth:`Registry.history` reads, so the audit trail lives in the registry itself.
+:meth:`Registry.history` reads, so the audit trail lives in the registry itself. A change made
+elsewhere (a click in the MLflow UI, a script on MLflow's API) is found by
+:meth:`Registry.reconcile`, which compares the aliases with the state the recorded events
+leave and records each difference as an ``outside`` event; every alias change of pruneops and
+each controller poll reconcile first, so ``rollback`` after a UI change goes back to what
+served before it.
 
 >>> import os, tempfile
 >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
@@ -48,6 +53,8 @@ from pruneops.integrity import MLFLOW_BOOKKEEPING, digest_tags, file_digests, re
 
 TAG_PREFIX = "pruneops."
 EVENT_PREFIX = "pruneops.event."
+#: The action of an alias change found in the registry that pruneops did not make.
+OUTSIDE = "outside"
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 EXPERIMENT = "pruneops"
 MODEL_DIR, REFERENCE_DIR, REPORT_DIR = "model", "reference", "report"
@@ -59,6 +66,8 @@ REGISTRATION_KEY, REGISTRATION_MODEL, REGISTRATION_OWNER = (
     "pruneops.registration.model",
     "pruneops.registration.owner",
 )
+#: How long an alias/record difference must last to count as a change made outside pruneops.
+RECONCILE_SETTLE_S = 1.0
 #: A registration run still RUNNING this long after it started is abandoned, whoever owned it.
 STALE_REGISTRATION_S = 3600.0
 
@@ -177,10 +186,21 @@ class Registry:
         return sorted(infos, key=lambda v: int(v.version))
 
     def history(self, name: str) -> list[AliasEvent]:
-        """Every recorded alias change of a model, oldest first."""
-        tags = self._require_model(name).tags or {}
-        events = [AliasEvent(**json.loads(v)) for k, v in tags.items() if k.startswith(EVENT_PREFIX)]
-        return sorted(events, key=lambda e: e.at)
+        """Every recorded alias change of a model, oldest first (:meth:`reconcile` first to
+        include changes made outside pruneops)."""
+        return _events(self._require_model(name))
+
+    def reconcile(self, name: str) -> list[AliasEvent]:
+        """Record the alias changes made outside pruneops since the last recorded event.
+
+        Each alias whose version differs from what the recorded events leave gets an
+        ``outside`` event (from the recorded version to the one found). When the champion was
+        moved outside, ``previous`` is pointed at the champion it replaced, as ``promote``
+        would have done, so ``rollback`` returns to it. Returns the events written (none
+        when the registry and the record agree).
+        """
+        with self._alias_lock():
+            return self._reconcile(name)
 
     def download(self, name: str, ref: str | int, dest: str | Path, part: str = MODEL_DIR, verify: bool = True) -> Path:
         """Download a version's ``model``, ``reference`` or ``report`` folder into ``dest``.
@@ -486,6 +506,7 @@ class Registry:
         Only versions whose gate passed may hold an alias.
         """
         with self._alias_lock():
+            self._reconcile(name)
             info = self.version(name, version)
             self._require_gate(info)
             current = self.aliases(name).get(alias)
@@ -497,6 +518,7 @@ class Registry:
     def remove_alias(self, name: str, alias: str, why: str = "") -> AliasChange:
         """Delete an alias (idempotent) and record it; e.g. withdraw a rejected challenger."""
         with self._alias_lock():
+            self._reconcile(name)
             current = self.aliases(name).get(alias)
             if current is None:
                 return AliasChange("remove", name, None, None, False, f"{alias} is not set")
@@ -509,6 +531,7 @@ class Registry:
         Idempotent: promoting the version that already is champion changes nothing.
         """
         with self._alias_lock():
+            self._reconcile(name)
             state = self.aliases(name)
             if version is None:
                 if CHALLENGER not in state:
@@ -538,6 +561,7 @@ class Registry:
         finds the champion already rolled back and changes nothing.
         """
         with self._alias_lock():
+            self._reconcile(name)
             state = self.aliases(name)
             champion = state.get(CHAMPION)
             if champion is None:
@@ -600,10 +624,47 @@ class Registry:
                 self._client.delete_registered_model_alias(name, alias)
             else:
                 _retry_conflict(self._client.set_registered_model_alias, name, alias, version)
-            event = AliasEvent(_now(), action, alias, version, from_version, settings.actor(), why)
+        return self._record(name, AliasEvent(_now(), action, alias, version, from_version, settings.actor(), why))
+
+    def _record(self, name: str, event: AliasEvent) -> AliasEvent:
+        with self._mlflow_errors(f"recording an alias change of {name!r}"):
             key = f"{EVENT_PREFIX}{time.time_ns():020d}.{secrets.token_hex(3)}"
             _retry_conflict(self._client.set_registered_model_tag, name, key, json.dumps(asdict(event)))
         return event
+
+    def _alias_states(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The aliases the registry holds, and those its recorded events leave."""
+        model = self._require_model(name)
+        found = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        return found, recorded_aliases(_events(model))
+
+    def _reconcile(self, name: str) -> list[AliasEvent]:
+        """:meth:`reconcile` for a caller that holds the alias lock."""
+        found, recorded = self._alias_states(name)
+        if found == recorded:
+            return []
+        # pruneops moves an alias, then records the move: on a shared server another process
+        # may be between the two. Only a difference that lasts RECONCILE_SETTLE_S, with
+        # neither side moving meanwhile, is a change made outside pruneops.
+        time.sleep(RECONCILE_SETTLE_S)
+        found_then, recorded_then = found, recorded
+        found, recorded = self._alias_states(name)
+        outside = sorted(
+            alias
+            for alias in set(found) | set(recorded)
+            if found.get(alias) != recorded.get(alias)
+            and (found.get(alias), recorded.get(alias)) == (found_then.get(alias), recorded_then.get(alias))
+        )
+        who, why = "MLflow UI or API", f"not made by pruneops; found in the registry by {settings.actor()}"
+        events = [
+            self._record(name, AliasEvent(_now(), OUTSIDE, alias, found.get(alias), recorded.get(alias), who, why))
+            for alias in outside
+        ]
+        replaced, champion = recorded.get(CHAMPION), found.get(CHAMPION)
+        if CHAMPION in outside and replaced and champion and found.get(PREVIOUS) != replaced:
+            why = f"champion v{replaced} was replaced by v{champion} outside pruneops; it is the rollback target"
+            events.append(self._move(name, PREVIOUS, replaced, found.get(PREVIOUS), "reconcile", why))
+        return events
 
     def _require_gate(self, info: VersionInfo) -> None:
         if info.tag("gate") == "failed":
@@ -834,6 +895,31 @@ def _quoted(value: str) -> str:
     if "'" in value or "\\" in value:
         raise RegistryError(f"{value!r}: quotes and backslashes are not allowed in model names and keys")
     return value
+
+
+def _events(model: Any) -> list[AliasEvent]:
+    """A registered model's recorded alias events, oldest first."""
+    tags = model.tags or {}
+    events = [AliasEvent(**json.loads(v)) for k, v in tags.items() if k.startswith(EVENT_PREFIX)]
+    return sorted(events, key=lambda e: e.at)
+
+
+def recorded_aliases(events: Sequence[AliasEvent]) -> dict[str, str]:
+    """The aliases the recorded events leave, oldest event first.
+
+    >>> recorded_aliases([AliasEvent("1", "set", "champion", "1", None, "me", ""),
+    ...                   AliasEvent("2", "promote", "champion", "2", "1", "me", ""),
+    ...                   AliasEvent("3", "set", "challenger", "3", None, "me", ""),
+    ...                   AliasEvent("4", "remove", "challenger", None, "3", "me", "")])
+    {'champion': '2'}
+    """
+    state: dict[str, str] = {}
+    for event in events:
+        if event.version is None:
+            state.pop(event.alias, None)
+        else:
+            state[event.alias] = event.version
+    return state
 
 
 def _now() -> str:

@@ -192,3 +192,22 @@ def test_alias_state_is_exported_per_model_and_follows_changes(registry: Registr
     assert value("pruneops_alias_info", {"model": "a", "alias": "champion", "version": a1}) is None
     assert value("pruneops_alias_info", {"model": "b", "alias": "champion", "version": b1}) == 1
     assert value("pruneops_champion_version", {"model": "a"}) == float(a2)
+
+
+def test_each_poll_records_alias_changes_made_in_the_mlflow_ui(registry: Registry) -> None:
+    from mlflow import MlflowClient
+
+    v1, v2 = versions(registry, "digits", 2)
+    registry.set_alias("digits", "champion", v1)
+    controller = controller_for(registry, "http://127.0.0.1:9")
+    controller.analyse_once("digits")
+    MlflowClient(registry.tracking_uri, registry.tracking_uri).set_registered_model_alias("digits", "champion", v2)
+    controller.analyse_once("digits")  # the next poll notices
+    last = registry.history("digits")[-2:]
+    assert [(e.action, e.alias, e.from_version, e.version) for e in last] == [
+        ("outside", "champion", v1, v2),
+        ("reconcile", "previous", None, v1),
+    ]
+    assert registry.aliases("digits") == {"champion": v2, "previous": v1}
+    value = controller.metrics_registry.get_sample_value
+    assert value("pruneops_alias_info", {"model": "digits", "alias": "champion", "version": v2}) == 1

@@ -47,6 +47,21 @@ def test_init_demo_then_manage_aliases(tmp_path: Path) -> None:
     history = run_cli("history", "digits", cwd=tmp_path)
     assert history.returncode == 0 and "init-demo" in history.stdout and "champion" in history.stdout
 
+    # Champion moved with MLflow's API (what a click in its UI does): history shows it, and
+    # rollback goes back to what served before.
+    from mlflow import MlflowClient
+
+    from pruneops.registry import Registry
+
+    registry = Registry()
+    second = registry.register("digits", registry.download("digits", "1", tmp_path / "v1"), tags={"gate": "passed"})
+    MlflowClient(registry.tracking_uri, registry.tracking_uri).set_registered_model_alias("digits", "champion", "2")
+    seen = run_cli("history", "digits", cwd=tmp_path)
+    assert seen.returncode == 0 and "│ outside " in seen.stdout and "MLflow UI or API" in seen.stdout, seen.stdout
+    back = run_cli("rollback", "digits", "--reason", "undo the UI change", cwd=tmp_path)
+    assert back.returncode == 0 and "champion v2 -> v1" in back.stdout, back.stdout + back.stderr
+    assert registry.aliases("digits")["champion"] == "1" and second.version == "2"
+
 
 @pytest.mark.unit
 @pytest.mark.parametrize(

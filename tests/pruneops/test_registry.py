@@ -96,6 +96,65 @@ def test_promote_rollback_cycle(registry: Registry, name: str, tmp_path: Path) -
     assert [e.at for e in history] == sorted(e.at for e in history)
 
 
+def test_alias_changes_made_outside_pruneops_are_recorded_and_rolled_back(
+    registry: Registry, name: str, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    v1, v2, v3 = (register(registry, name, tmp_path, seed) for seed in range(3))
+    registry.set_alias(name, CHAMPION, v1, "baseline")
+    registry.set_alias(name, CHALLENGER, v2, "pipeline run")
+    registry.promote(name, why="analysis passed")  # champion v2, previous v1
+    # What a click in the MLflow UI does: the alias moves, and pruneops is not told.
+    ui = MlflowClient(registry.tracking_uri, registry.tracking_uri)
+    ui.set_registered_model_alias(name, CHAMPION, v3)
+    ui.set_registered_model_alias(name, CHALLENGER, v1)
+    before = registry.history(name)
+    assert all(e.version != v3 for e in before)  # not recorded yet
+
+    found = registry.reconcile(name)
+    assert [(e.action, e.alias, e.from_version, e.version) for e in found] == [
+        ("outside", CHALLENGER, None, v1),
+        ("outside", CHAMPION, v2, v3),
+        ("reconcile", PREVIOUS, v1, v2),  # previous follows the champion the UI replaced
+    ]
+    assert found[0].who == "MLflow UI or API" and "not made by pruneops" in found[0].why
+    assert registry.history(name)[len(before) :] == found
+    assert registry.reconcile(name) == []  # recorded once
+    assert registry.aliases(name) == {CHAMPION: v3, PREVIOUS: v2, CHALLENGER: v1}
+
+    # rollback after the UI change goes back to what served before it...
+    back = registry.rollback(name, why="UI change was wrong")
+    assert (back.from_version, back.version) == (v3, v2) and registry.alias(name, CHAMPION).version == v2
+
+    # ...and reconciles by itself: a UI deletion is recorded before pruneops acts.
+    ui.delete_registered_model_alias(name, CHALLENGER)
+    registry.promote(name, v1, why="operator")
+    tail = [(e.action, e.alias, e.version) for e in registry.history(name)[-3:]]
+    assert tail == [("outside", CHALLENGER, None), ("promote", PREVIOUS, v2), ("promote", CHAMPION, v1)]
+
+
+def test_a_move_recorded_within_the_settle_window_is_not_called_outside(
+    registry: Registry, name: str, tmp_path: Path
+) -> None:
+    """Another pruneops process between moving an alias and recording it is not an outside change."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    from pruneops.registry import AliasEvent
+
+    v1, v2 = (register(registry, name, tmp_path, seed) for seed in range(2))
+    registry.set_alias(name, CHAMPION, v1)
+    MlflowClient(registry.tracking_uri, registry.tracking_uri).set_registered_model_alias(name, CHAMPION, v2)
+    event = AliasEvent("9999", "promote", CHAMPION, v2, v1, "other process", "its own move")
+    late = threading.Timer(0.2, registry._record, (name, event))  # the other process records its move
+    late.start()
+    assert registry.reconcile(name) == []
+    late.join()
+    assert [e.action for e in registry.history(name)] == ["set", "promote"]
+
+
 def test_failed_gate_never_gets_an_alias(registry: Registry, name: str, tmp_path: Path) -> None:
     v1 = register(registry, name, tmp_path, 0, gate="failed")
     with pytest.raises(RegistryError, match="failed its gate"):
