@@ -12,21 +12,43 @@ Two ways in, one launcher:
 
 Either way, versions the pipeline made (``pruneops.source=pipeline``) are ignored, so a run
 never triggers itself; each (model, version) starts at most one run; runs go through one
-worker thread, one at a time. What was started and which deliveries were seen persist in
-``$PRUNEOPS_HOME/trigger-state.json``.
+worker thread, one at a time. What was started, how each run ended and which deliveries were
+seen persist in ``$PRUNEOPS_HOME/trigger-state.json``.
+
+Each run's outcome is also written where a user looks, on the source version's tags:
+``pruneops.trigger_status`` (``running``, ``succeeded``, ``failed``), ``pruneops.trigger_at``
+and ``pruneops.trigger_result`` (the version it registered) or ``pruneops.trigger_error``.
+``pruneops retry MODEL VERSION --config trigger.yaml`` runs a failed one again.
+
+``trigger.yaml`` maps each model to a recipe file, or to ``{recipe: FILE, task: PATH}`` when
+that model is scored by its own task; a top-level ``task`` is the default for the others
+(else each version's ``pruneops.task`` tag).
 
 Signatures are checked by :mod:`pruneops.webhooks`, shared with the model server.
 """
 
-__all__ = ["SECRET_ENV", "Launcher", "TriggerConfig", "TriggerState", "create_app", "decide", "poll_once", "sign"]
+__all__ = [
+    "SECRET_ENV",
+    "Launcher",
+    "TriggerConfig",
+    "TriggerState",
+    "create_app",
+    "decide",
+    "poll_once",
+    "run_and_record",
+    "sign",
+]
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +63,35 @@ RunFn = Callable[[str, str, Recipe, str | None], Any]
 
 @dataclass
 class TriggerConfig:
-    """Which models trigger runs, with which recipe, scored by which task (default: each version's tag)."""
+    """Which models trigger runs, with which recipe, scored by which task.
+
+    ``tasks`` holds the models that name their own task; the others use ``task``, else each
+    version's ``pruneops.task`` tag.
+    """
 
     models: dict[str, Recipe]
     task: str | None = None
     secret: str = ""
     max_skew_s: int = 300
+    tasks: dict[str, str] = field(default_factory=dict)
+
+    def task_for(self, model: str) -> str | None:
+        """The task a run of ``model`` is scored by (None: the version's own tag).
+
+        >>> from pruneops.recipe import parse_recipe
+        >>> recipe = parse_recipe({"prune": {"method": "wanda", "pattern": "2:4"}})
+        >>> config = TriggerConfig({"a": recipe, "b": recipe}, task="t:a", tasks={"b": "t:b"})
+        >>> config.task_for("a"), config.task_for("b")
+        ('t:a', 't:b')
+        """
+        return self.tasks.get(model, self.task)
 
     @classmethod
     def load(cls, path: str | Path) -> "TriggerConfig":
-        """Read ``{task: ..., models: {NAME: recipe.yaml}}``; the secret comes from ``$PRUNEOPS_WEBHOOK_SECRET``."""
+        """Read ``{task: ..., models: {NAME: recipe.yaml | {recipe: recipe.yaml, task: ...}}}``.
+
+        Recipe files are relative to the config file; the secret comes from ``$PRUNEOPS_WEBHOOK_SECRET``.
+        """
         import yaml
 
         path = Path(path)
@@ -60,23 +101,41 @@ class TriggerConfig:
         models = data.get("models")
         if not isinstance(models, dict) or not models:
             raise PruneopsError(f"{path}: 'models' must map each model name to a recipe file")
-        recipes = {name: load_recipe(str((path.parent / recipe).resolve())) for name, recipe in models.items()}
+        recipes, tasks = {}, {}
+        for name, entry in models.items():
+            if isinstance(entry, dict):
+                unknown = set(entry) - {"recipe", "task"}
+                if "recipe" not in entry or unknown:
+                    raise PruneopsError(
+                        f"{path}: model {name!r} must be a recipe file or {{recipe: FILE, task: PATH}}"
+                        + (f" (unknown keys: {', '.join(sorted(unknown))})" if unknown else "")
+                    )
+                if entry.get("task"):
+                    tasks[name] = str(entry["task"])
+                entry = entry["recipe"]
+            recipes[name] = load_recipe(str((path.parent / str(entry)).resolve()))
         return cls(
             models=recipes,
             task=data.get("task", cls.task),
             secret=os.environ.get(SECRET_ENV, ""),
             max_skew_s=int(data.get("max_skew_s", 300)),
+            tasks=tasks,
         )
 
 
 @dataclass
 class TriggerState:
-    """What was started and which deliveries were seen, persisted as JSON."""
+    """What was started, how each run ended, and which deliveries were seen, persisted as JSON.
+
+    A save merges with what is on disk under a file lock (lists joined, the newest outcome of
+    each run kept), so ``pruneops retry`` and a running trigger can share the file.
+    """
 
     path: Path
     started: list[str] = field(default_factory=list)
     deliveries: list[str] = field(default_factory=list)
     known: list[str] = field(default_factory=list)
+    runs: dict[str, dict[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -86,6 +145,7 @@ class TriggerState:
         if path.is_file():
             data = json.loads(path.read_text())
             state.started, state.deliveries, state.known = data["started"], data["deliveries"], data.get("known", [])
+            state.runs = data.get("runs", {})
         return state
 
     def claim_delivery(self, delivery_id: str) -> bool:
@@ -107,19 +167,92 @@ class TriggerState:
             self._save()
             return True
 
+    def record_run(self, model: str, version: str, outcome: dict[str, str]) -> None:
+        """Remember how the run of ``model`` v``version`` stands (``status``, ``at``, ``result``/``error``)."""
+        with self.lock:
+            key = f"{model}:{version}"
+            self.runs[key] = outcome
+            if key not in self.started:
+                self.started.append(key)
+            self._save()
+
+    def save(self) -> None:
+        with self.lock:
+            self._save()
+
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"started": self.started, "deliveries": self.deliveries, "known": self.known}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self.path)
+        with _file_lock(self.path.with_suffix(".lock")):
+            if self.path.is_file():
+                self._merge(json.loads(self.path.read_text()))
+            data = {"started": self.started, "deliveries": self.deliveries, "known": self.known, "runs": self.runs}
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.path)
+
+    def _merge(self, disk: dict[str, Any]) -> None:
+        """Join another writer's state into this one: lists by union, runs by newest ``at``."""
+        self.started += [k for k in disk.get("started", []) if k not in self.started]
+        self.known += [k for k in disk.get("known", []) if k not in self.known]
+        self.deliveries = [*[d for d in disk.get("deliveries", []) if d not in self.deliveries], *self.deliveries][
+            -1000:
+        ]
+        for key, outcome in disk.get("runs", {}).items():
+            if key not in self.runs or outcome.get("at", "") > self.runs[key].get("at", ""):
+                self.runs[key] = outcome
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_and_record(
+    config: TriggerConfig, state: TriggerState, registry: Any, run: RunFn, model: str, version: str
+) -> Any:
+    """Run the pipeline for one source version and record how it went: in ``state`` and on
+    the version's ``pruneops.trigger_*`` tags. Returns the run's result; re-raises its error.
+    """
+    _record(state, registry, model, version, {"status": "running"})
+    try:
+        result = run(model, version, config.models[model], config.task_for(model))
+    except Exception as err:
+        _record(state, registry, model, version, {"status": "failed", "error": str(err)[:4000]})
+        raise
+    _record(state, registry, model, version, {"status": "succeeded", "result": str(result)})
+    return result
+
+
+def _record(state: TriggerState, registry: Any, model: str, version: str, outcome: dict[str, str]) -> None:
+    outcome = {**outcome, "at": datetime.now(tz=UTC).isoformat(timespec="seconds")}
+    state.record_run(model, version, outcome)
+    if registry is None:
+        return
+    tags = {"trigger_status": outcome["status"], "trigger_at": outcome["at"],
+            "trigger_result": outcome.get("result"), "trigger_error": outcome.get("error")}  # fmt: skip
+    try:
+        registry.set_tags(model, version, {k: v for k, v in tags.items() if v is not None})
+        if "error" not in outcome:
+            registry.delete_tags(model, version, ["trigger_error"])
+    except PruneopsError as err:  # the run's own outcome matters more than its bookkeeping
+        log.warning("could not tag %s v%s with its trigger outcome: %s", model, version, err)
 
 
 class Launcher:
-    """Runs pipelines one at a time on a worker thread; remembers outcomes for /healthz."""
+    """Runs pipelines one at a time on a worker thread; remembers outcomes for /healthz.
 
-    def __init__(self, config: TriggerConfig, run: RunFn) -> None:
-        self.config, self.run = config, run
+    With ``state`` (and ``registry``), each outcome is recorded by :func:`run_and_record`.
+    """
+
+    def __init__(
+        self, config: TriggerConfig, run: RunFn, state: TriggerState | None = None, registry: Any = None
+    ) -> None:
+        self.config, self.run, self.state, self.registry = config, run, state, registry
         self.jobs: queue.Queue[tuple[str, str]] = queue.Queue()
         self.outcomes: list[dict[str, str]] = []
         self._worker = threading.Thread(target=self._work, name="pipeline-runs", daemon=True)
@@ -133,7 +266,10 @@ class Launcher:
             model, version = self.jobs.get()
             log.info("starting pipeline for %s v%s", model, version)
             try:
-                result = self.run(model, version, self.config.models[model], self.config.task)
+                if self.state is not None:
+                    result = run_and_record(self.config, self.state, self.registry, self.run, model, version)
+                else:
+                    result = self.run(model, version, self.config.models[model], self.config.task_for(model))
                 self.outcomes.append({"model": model, "version": version, "status": "succeeded", "result": str(result)})
                 log.info("pipeline for %s v%s finished: %s", model, version, result)
             except Exception as err:  # noqa: BLE001 - a failed run is logged and counted; the trigger keeps serving
@@ -224,8 +360,7 @@ def poll_once(config: TriggerConfig, state: TriggerState, launcher: Launcher, re
             if decide(config, state, model, info.version, info.tags) is None:
                 launcher.submit(model, info.version)
                 started.append(key)
-    with state.lock:
-        state._save()
+    state.save()
     return started
 
 

@@ -241,9 +241,9 @@ def trigger_cmd(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parsed = TriggerConfig.load(config)
     state = TriggerState.open()
-    launcher = Launcher(parsed, default_runner(kfp_host))
+    registry = Registry()
+    launcher = Launcher(parsed, default_runner(kfp_host), state, registry)
     if poll_interval is not None:
-        registry = Registry()
         console.print(f"polling {', '.join(parsed.models)} every {poll_interval:g}s")
         while True:
             for key in poll_once(parsed, state, launcher, registry):
@@ -252,6 +252,51 @@ def trigger_cmd(
     import uvicorn
 
     uvicorn.run(create_app(parsed, launcher, state), host=host, port=port, log_level="info")
+
+
+@app.command("retry")
+@_one_line_errors
+def retry_cmd(
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="Source version whose triggered run to run again.")],
+    config: Annotated[str, typer.Option("--config", help="The trigger's YAML (the model's recipe and task).")],
+    kfp_host: Annotated[str | None, typer.Option("--kfp-host", help="Submit to this KFP API server.")] = None,
+    force: Annotated[bool, typer.Option(help="Run it even if its last run succeeded or is marked running.")] = False,
+) -> None:
+    """Run a triggered pipeline again (after a fix), with the recipe and task trigger.yaml gives the model.
+
+    The outcome is recorded as the trigger records it: the source version's
+    ``pruneops.trigger_*`` tags and the trigger's state file. Exits like ``run``: 0 passed,
+    3 registered with a failed gate, 1 an error (the run failed again).
+    """
+    from pipelines.trigger import TriggerConfig, TriggerState, run_and_record
+    from pruneops.registry import Registry
+    from pruneops.settings import tracking_uri
+
+    parsed = TriggerConfig.load(config)
+    if model not in parsed.models:
+        raise PruneopsError(f"{config} configures no recipe for model {model!r}")
+    registry = Registry()
+    info = registry.version(model, version)
+    status = info.tag("trigger_status")
+    if status in ("succeeded", "running") and not force:
+        at = info.tag("trigger_at")
+        raise PruneopsError(f"{model} v{info.version}: triggered run {status} (at {at}); pass --force to run it again")
+    summaries: list[Any] = []
+
+    def run(name: str, number: str, recipe: Any, task: str | None) -> str:
+        if kfp_host:
+            from pipelines.runner import submit
+
+            return submit(kfp_host, name, number, recipe, task, tracking_uri())
+        summaries.append(_run_locally(name, number, recipe, task))
+        return str(summaries[-1].version)
+
+    result = run_and_record(parsed, TriggerState.open(), registry, run, model, info.version)
+    if kfp_host:
+        console.print(f"submitted run {result} to {kfp_host}")
+    elif summaries[-1].gate != "passed":
+        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 @app.command("webhook")

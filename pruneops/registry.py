@@ -500,6 +500,14 @@ class Registry:
             for key, value in tags.items():
                 _retry_conflict(self._client.set_model_version_tag, name, str(version), TAG_PREFIX + key, str(value))
 
+    def delete_tags(self, name: str, version: str | int, keys: Sequence[str]) -> None:
+        """Remove ``pruneops.`` tags from a version; a tag that is not there is no error."""
+        info = self.version(name, version)
+        with self._mlflow_errors(f"untagging {name} v{version}"):
+            for key in keys:
+                if TAG_PREFIX + key in info.tags:
+                    self._client.delete_model_version_tag(name, info.version, TAG_PREFIX + key)
+
     def set_alias(self, name: str, alias: str, version: str | int, why: str = "") -> AliasChange:
         """Point ``alias`` at ``version`` (idempotent) and record it.
 

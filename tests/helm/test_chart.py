@@ -3,6 +3,7 @@ validated against the Kubernetes schemas, and kept in step with monitoring/ and 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -95,6 +96,21 @@ def test_trigger_restarts_when_its_config_changes() -> None:
     before = checksum(render(values))
     assert checksum(render(values)) == before
     assert checksum(render(values | {"trigger": {"models": {"digits": "other.yaml"}}})) != before
+
+
+def test_trigger_config_gives_a_model_its_own_task(tmp_path: Path) -> None:
+    """The rendered trigger.yaml and recipes load in the trigger itself, per-model task included."""
+    from pipelines.trigger import TriggerConfig
+
+    values = ci_values(CHART / "ci" / "default-values.yaml")
+    models = {"digits": "channels-50-cpu.yaml", "encoder": {"recipe": "channels-50-cpu.yaml", "task": "my.tasks:enc"}}
+    objects = render(values | {"trigger": {"models": models}})
+    (config,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-trigger")]
+    for name, text in config["data"].items():
+        (tmp_path / name).write_text(text)
+    loaded = TriggerConfig.load(tmp_path / "trigger.yaml")
+    assert loaded.task_for("encoder") == "my.tasks:enc" and loaded.task_for("digits") == "pruneops.tasks.digits:task"
+    assert loaded.models["encoder"].prune.pattern == "channels"
 
 
 def test_schema_refuses_bad_values() -> None:

@@ -95,6 +95,47 @@ def test_step_failing_midway_names_step_and_leaves_registry(champion: str) -> No
     assert Registry().aliases("digits") == {CHAMPION: "1"}
 
 
+def test_a_failed_triggered_run_is_retried_after_the_fix(champion: str, tmp_path: Path) -> None:
+    """`pruneops retry`: a run that failed in a step is recorded on the source version; after
+    the recipe is fixed, retry runs it again and records success; a succeeded run is not rerun."""
+    broken = {"prune": {"method": "magnitude", "pattern": "2:4", "exclude": ["features.0"],
+                        "schedule": {"kind": "iterative", "steps": 2}}}  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(json.dumps(broken))
+    (tmp_path / "trigger.yaml").write_text(
+        "models:\n  digits: {recipe: recipe.yaml, task: pruneops.tasks.digits:task}\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "pruneops.cli",
+        "retry",
+        "digits",
+        champion,
+        "--config",
+        str(tmp_path / "trigger.yaml"),
+    ]
+
+    def retry(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=900)
+
+    failed = retry()
+    assert failed.returncode == 1 and "step prune failed: PruningError" in failed.stderr, failed.stderr[-2000:]
+    tags = Registry().version("digits", champion).short_tags()
+    assert tags["trigger_status"] == "failed" and "step prune failed" in tags["trigger_error"]
+    assert [v.version for v in Registry().versions("digits")] == [champion]
+
+    (tmp_path / "recipe.yaml").write_text(json.dumps(DEMO_RECIPE))  # the fix
+    fixed = retry()
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert "digits v2 (from v1): gate passed, alias challenger" in fixed.stdout
+    tags = Registry().version("digits", champion).short_tags()
+    assert tags["trigger_status"] == "succeeded" and tags["trigger_result"] == "2" and "trigger_error" not in tags
+
+    again = retry()
+    assert again.returncode == 1 and "triggered run succeeded" in again.stderr and "--force" in again.stderr
+    assert [v.version for v in Registry().versions("digits")] == [champion, "2"]
+
+
 @pytest.mark.unit
 def test_inputs_refused_before_running(champion: str) -> None:
     recipe = parse_recipe(DEMO_RECIPE)

@@ -245,3 +245,76 @@ def test_polling_starts_a_run_for_an_encoder_logged_with_the_transformers_flavor
     assert poll_once(config, state, launcher, registry) == ["team-encoder:2"]
     recorder.done.wait(5)
     assert recorder.calls == [("team-encoder", "2")]
+
+
+def test_config_gives_each_model_its_own_recipe_and_task(tmp_path: Path) -> None:
+    recipes = Path(__file__).parents[2] / "recipes"
+    (tmp_path / "trigger.yaml").write_text(
+        "task: pruneops.tasks.digits:task\n"
+        "models:\n"
+        f"  digits: {recipes / 'channels-50-cpu.yaml'}\n"
+        f"  encoder: {{recipe: {recipes / 'magnitude-50-unstructured.yaml'}, task: my.tasks:encoder}}\n"
+    )
+    config = TriggerConfig.load(tmp_path / "trigger.yaml")
+    assert (
+        config.models["digits"].prune.pattern == "channels"
+        and config.task_for("digits") == "pruneops.tasks.digits:task"
+    )
+    assert config.models["encoder"].prune.pattern == "unstructured" and config.task_for("encoder") == "my.tasks:encoder"
+    recorder = Recorder()
+    seen: list[str | None] = []
+    launcher = Launcher(config, lambda m, v, r, task: seen.append(task) or recorder(m, v, r, task))
+    launcher.submit("encoder", "4")
+    launcher.jobs.join()
+    assert seen == ["my.tasks:encoder"]
+    (tmp_path / "bad.yaml").write_text(f"models:\n  x: {{recipe: {recipes / 'channels-50-cpu.yaml'}, tusk: a:b}}\n")
+    with pytest.raises(PruneopsError, match=r"model 'x' must be a recipe file or \{recipe: FILE, task: PATH\}.*tusk"):
+        TriggerConfig.load(tmp_path / "bad.yaml")
+
+
+def test_a_failed_run_is_recorded_on_the_source_version_and_in_the_state(tmp_path: Path) -> None:
+    import torch
+
+    from pruneops.modelio import ArchSpec, save_model
+    from pruneops.probe import VALUES, record
+    from pruneops.registry import Registry
+
+    registry = Registry()
+    model = torch.nn.Linear(2, 2)
+    spec = ArchSpec("torch.nn:Linear", {"in_features": 2, "out_features": 2})
+    folder = save_model(model, tmp_path / "m", spec, probe=record(model, torch.randn(4, 2), VALUES))
+    version = registry.register("digits", folder, tags={"source": "user"}).version
+    config = TriggerConfig(models={"digits": parse_recipe(DEMO_RECIPE)})
+    state = TriggerState.open(tmp_path / "s.json")
+    outcomes = iter([PruneopsError("step prune failed: out of memory"), "2"])
+
+    def flaky(model: str, version: str, recipe: Any, task: str | None) -> str:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    launcher = Launcher(config, flaky, state, registry)
+    launcher.submit("digits", version)
+    launcher.jobs.join()
+    tags = registry.version("digits", version).short_tags()
+    assert tags["trigger_status"] == "failed" and tags["trigger_error"] == "step prune failed: out of memory"
+    assert TriggerState.open(tmp_path / "s.json").runs[f"digits:{version}"]["status"] == "failed"
+    assert launcher.outcomes[-1]["status"] == "failed"
+
+    launcher.submit("digits", version)  # what `pruneops retry` does, through the same recorder
+    launcher.jobs.join()
+    tags = registry.version("digits", version).short_tags()
+    assert tags["trigger_status"] == "succeeded" and tags["trigger_result"] == "2" and "trigger_error" not in tags
+    assert TriggerState.open(tmp_path / "s.json").runs[f"digits:{version}"]["status"] == "succeeded"
+
+
+def test_two_writers_of_the_state_file_lose_nothing(tmp_path: Path) -> None:
+    trigger = TriggerState.open(tmp_path / "s.json")  # the running trigger, opened first
+    retry = TriggerState.open(tmp_path / "s.json")  # `pruneops retry`, in another process
+    trigger.record_run("digits", "1", {"status": "failed", "at": "2026-01-01T00:00:00+00:00"})
+    retry.record_run("digits", "1", {"status": "succeeded", "at": "2026-01-01T00:05:00+00:00"})
+    assert trigger.claim_delivery("d-1")  # the trigger saves again, from its older memory
+    on_disk = TriggerState.open(tmp_path / "s.json")
+    assert on_disk.runs["digits:1"]["status"] == "succeeded" and on_disk.deliveries == ["d-1"]
+    assert on_disk.started == ["digits:1"]
