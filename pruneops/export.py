@@ -52,8 +52,13 @@ class Parity:
         return self.max_abs <= atol or self.max_rel <= rtol
 
 
+#: The first output's name in every exported file: what V2 clients see in metadata and
+#: responses, instead of the exporter's name for the last node (``linear_7``).
+OUTPUT_NAME = "output"
+
+
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, dynamic_batch: bool = True) -> ExportResult:
-    """Export ``model`` (eval mode, on CPU) to ``path`` and validate the file.
+    """Export ``model`` (eval mode, on CPU) to ``path`` and validate the file; its output is named ``output``.
 
     Raises :class:`ExportError` with the exporter's reason when the model cannot be
     exported, instead of writing a file that would fail later.
@@ -65,7 +70,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, dynam
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     try:
         with _quiet():
-            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=shapes, verbose=False)
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, dynamic_shapes=shapes, verbose=False, output_names=[OUTPUT_NAME]
+            )
             assert program is not None
             program.save(str(path))
     except Exception as err:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"

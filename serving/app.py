@@ -11,6 +11,10 @@ its JSON and binary encodings and its error bodies are KServe's own) but mounts 
 - ``GET /metrics``: the server's own metrics (loads, swaps, refusals, shadow agreement);
 - ``POST /webhooks/mlflow``: MLflow's alias webhook, signed, deduplicated by delivery id.
 
+An inference body is V2 JSON unless an ``Inference-Header-Content-Length`` header marks the
+binary extension, whatever its ``Content-Type`` says (:class:`JsonUnlessBinary`): ``curl -d``
+sends JSON as a form, which KServe alone reads as bytes.
+
 Bodies are bounded by :class:`pruneops.asgi.BodyLimit` before any handler runs: 8 MiB for
 inference (chunked uploads counted too), 1 MiB for the webhook, a shared budget for all.
 Client errors get 4xx with ``{"error": ...}``: malformed JSON 400, a body that does not
@@ -40,6 +44,7 @@ from pruneops.webhooks import DELIVERY, SECRET_ENV, SeenDeliveries, check
 from serving.server import PINNED, RegistryModel
 
 WEBHOOK_PATH = "/webhooks/mlflow"
+INFER_HEADER = b"inference-header-content-length"  # the V2 binary extension's marker
 
 
 def create_app(model: RegistryModel, secret: str | None = None, max_body: int = MAX_BODY_BYTES) -> Any:
@@ -95,7 +100,37 @@ def create_app(model: RegistryModel, secret: str | None = None, max_body: int = 
     app.add_api_route("/metrics", _metrics, methods=["GET"])
     _add_webhook(app, model, secret if secret is not None else os.environ.get(SECRET_ENV, ""))
     _add_error_handlers(app)
-    return BodyLimit(app, limit=max_body, limits={"/webhooks/": WEBHOOK_BODY_BYTES})
+    return BodyLimit(JsonUnlessBinary(app), limit=max_body, limits={"/webhooks/": WEBHOOK_BODY_BYTES})
+
+
+class JsonUnlessBinary:
+    """Plain ASGI: an inference request without ``Inference-Header-Content-Length`` is JSON.
+
+    That is the V2 protocol's rule; KServe decides by ``Content-Type`` instead, so a JSON body
+    sent as ``application/x-www-form-urlencoded`` (``curl -d``) or ``text/plain`` got "received
+    byte inputs, but the 'inference-header-content-length' header is missing".
+
+    >>> import asyncio
+    >>> seen = []
+    >>> async def app(scope, receive, send):
+    ...     seen.append(dict(scope["headers"])[b"content-type"])
+    >>> scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer",
+    ...          "headers": [(b"content-type", b"application/x-www-form-urlencoded")]}
+    >>> asyncio.run(JsonUnlessBinary(app)(scope, None, None)); seen
+    [b'application/json']
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/infer"):
+            headers = scope["headers"]
+            kinds = {key: value for key, value in headers if key in (b"content-type", INFER_HEADER)}
+            if INFER_HEADER not in kinds and not kinds.get(b"content-type", b"").startswith(b"application/json"):
+                json_type = [(key, value) for key, value in headers if key != b"content-type"]
+                scope = {**scope, "headers": [*json_type, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
 
 
 async def _metrics() -> Response:

@@ -104,6 +104,7 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         self._agreement_lock = threading.Lock()
         self._agreement: dict[str, tuple[int, int]] = {}  # challenger version -> (rows seen, rows agreeing)
         self._refused: dict[str, str] = {}  # version -> reason; a refused version is never tried again
+        self._retrying: set[str] = set()  # versions the registry failed to hand over; tried each poll, counted once
 
     # -------------------------------------------------------------- following the registry
 
@@ -157,10 +158,15 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
             reason = failure_reason(err)
             if reason != "registry":  # an unreachable registry is tried again; a bad version is not
                 self._refused[target] = reason
+            elif target in self._retrying:  # the same outage, seen again on this poll: counted already
+                return None if optional else served
+            else:
+                self._retrying.add(target)
             self.metrics.load_failures.labels(model=self.name, reason=reason).inc()
             log.error("refusing %s v%s (%s): %s; still serving %s", self.name, target, alias, err,
                       f"v{served.version}" if served else "nothing")  # fmt: skip
             return None if optional else served
+        self._retrying.discard(target)
         self.metrics.swaps.labels(model=self.name, alias=alias).inc()
         if served is not None:
             self.metrics.model_info.remove(*self._info_labels(served))

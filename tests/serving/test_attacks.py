@@ -144,6 +144,35 @@ def test_the_follower_restores_a_missing_model(stack: Stack, registry: Registry)
     assert metrics.restores.labels(model="digits")._value.get() == 1
 
 
+def test_a_version_the_registry_cannot_hand_over_is_counted_once_and_tried_again(
+    stack: Stack, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage of the artifact store is tried again every poll, but it is one failure, not one per poll."""
+    from prometheus_client import CollectorRegistry
+
+    import serving.server
+    from monitoring.metrics import ServerMetrics
+    from pruneops.errors import RegistryError
+    from serving.server import RegistryModel
+
+    metrics = ServerMetrics(CollectorRegistry())
+    model = RegistryModel("digits", registry, metrics)
+
+    def artifact_store_down(*_args: object, **_kwargs: object) -> None:
+        raise RegistryError("downloading model of digits: connection refused")
+
+    real_load = serving.server.load_version
+    monkeypatch.setattr(serving.server, "load_version", artifact_store_down)
+    for _ in range(5):
+        model.refresh()
+    assert metrics.load_failures.labels(model="digits", reason="registry")._value.get() == 1
+    assert model.current is None
+    monkeypatch.setattr(serving.server, "load_version", real_load)  # the store is back
+    model.refresh()
+    assert model.current is not None and model.current.version == registry.aliases("digits")["champion"]
+    assert metrics.load_failures.labels(model="digits", reason="registry")._value.get() == 1
+
+
 def fault_count(url: str) -> float:
     from monitoring.metrics import SERVER_FAULT_CODES
 

@@ -62,6 +62,7 @@ def test_protocol_with_tritonclient(stack: Stack, registry: Registry, via: str) 
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("digits")
     metadata = client.get_model_metadata("digits")
     assert metadata["name"] == "digits" and metadata["inputs"][0]["shape"] == [-1, 1, 8, 8]
+    assert [port["name"] for port in metadata["outputs"]] == ["output"]  # not the exporter's node name
     tensor = triton.InferInput("x", list(DIGITS.shape), "FP32")
     tensor.set_data_from_numpy(DIGITS, binary_data=False)
     result = client.infer("digits", [tensor])
@@ -89,6 +90,19 @@ def test_bad_input_is_4xx_with_error(stack: Stack, via: str, body: bytes, status
     reply = httpx.post(f"{getattr(stack, via)}/v2/models/digits/infer", content=body,
                        headers={"content-type": "application/json"}, timeout=10)  # fmt: skip
     assert reply.status_code == status and message in reply.json()["error"]
+
+
+@pytest.mark.parametrize("via", ["server", "sidecar"])
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_json_sent_as_curl_d_sends_it_is_read_as_json(stack: Stack, via: str, content_type: str | None) -> None:
+    """`curl -d BODY URL` says form-urlencoded; V2 says JSON unless the binary header is there."""
+    headers = {"content-type": content_type} if content_type else {}
+    url = f"{getattr(stack, via)}/v2/models/digits/infer"
+    reply = httpx.post(url, content=json.dumps(infer_body()).encode(), headers=headers, timeout=10)
+    assert reply.status_code == 200, reply.text
+    assert len(reply.json()["outputs"][0]["data"]) == 10 * len(DIGITS)
+    broken = httpx.post(url, content=b"{not json", headers=headers, timeout=10)
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]
 
 
 @pytest.mark.parametrize("via", ["server", "sidecar"])
