@@ -2,7 +2,7 @@
 
 checkov runs from its own virtualenv (``make`` creates ``.venv-checkov``): it pins versions
 that pruneops does not share. Every finding left must be one of the explained ones below,
-which the README's "Deploy on Kubernetes" section also lists.
+which docs/deployment.md also lists.
 """
 
 from __future__ import annotations
