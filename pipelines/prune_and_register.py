@@ -2,7 +2,9 @@
 
 (No ``from __future__ import annotations`` here: KFP reads the annotations at run time.)
 
-Two compiled variants share this definition. ``cpu`` validates on any node. ``gpu`` places
+Every step gets its caching, resources, retries and MLflow secret from
+:class:`pipelines.cluster.ClusterSettings` (compile-time; ``register`` and ``set-challenger``
+are never cached). Two compiled variants share this definition. ``cpu`` validates on any node. ``gpu`` places
 the validate step on GPU nodes: an accelerator request (``set_accelerator_type`` /
 ``set_accelerator_limit``) plus a node selector and a toleration through
 ``kfp.kubernetes``, all taken from :class:`GpuPlacement`.
@@ -22,6 +24,7 @@ from components.prune.component import prune
 from components.register.component import register
 from components.set_challenger.component import set_challenger
 from components.validate.component import validate, validate_gpu
+from pipelines.cluster import ClusterSettings
 
 DEFAULT_TASK = "pruneops.tasks.digits:task"
 
@@ -38,8 +41,12 @@ class GpuPlacement:
     toleration_effect: str = "NoSchedule"
 
 
-def build_pipeline(gpu: GpuPlacement | None = None) -> dsl.graph_component.GraphComponent:
-    """The pipeline, with the validate step on GPU nodes when ``gpu`` is given."""
+def build_pipeline(
+    gpu: GpuPlacement | None = None, cluster: ClusterSettings | None = None
+) -> dsl.graph_component.GraphComponent:
+    """The pipeline, with the validate step on GPU nodes when ``gpu`` is given, and each
+    step's settings from ``cluster`` (default: :class:`ClusterSettings`'s defaults)."""
+    settings = cluster or ClusterSettings()
 
     @dsl.pipeline(
         name="prune-and-register-gpu" if gpu else "prune-and-register",
@@ -55,8 +62,10 @@ def build_pipeline(gpu: GpuPlacement | None = None) -> dsl.graph_component.Graph
     ) -> str:
         # Step 1: the dense model and its metrics.
         base = baseline(model_name=model_name, version=version, task=task, tracking_uri=tracking_uri)
+        settings.apply(base, "baseline")
         # Step 2: prune as the recipe says.
         pruned = prune(dense_model=base.outputs["dense_model"], recipe=recipe, task=task)
+        settings.apply(pruned, "prune")
         # Step 3: recover with masks held, distilling from the dense model.
         tuned = finetune(
             pruned_model=pruned.outputs["pruned_model"],
@@ -64,6 +73,7 @@ def build_pipeline(gpu: GpuPlacement | None = None) -> dsl.graph_component.Graph
             recipe=recipe,
             task=task,
         )
+        settings.apply(tuned, "finetune")
         # Step 4: measure on the target and apply the gates (in the CUDA image on GPU nodes).
         checked = (validate_gpu if gpu is not None else validate)(
             dense_model=base.outputs["dense_model"],
@@ -72,6 +82,7 @@ def build_pipeline(gpu: GpuPlacement | None = None) -> dsl.graph_component.Graph
             task=task,
             target=target,
         )
+        settings.apply(checked, "validate")
         if gpu is not None:
             checked.set_accelerator_type(gpu.accelerator_type).set_accelerator_limit(gpu.accelerator_limit)
             kubernetes.add_node_selector(checked, label_key=gpu.node_selector_key, label_value=gpu.node_selector_value)
@@ -88,15 +99,19 @@ def build_pipeline(gpu: GpuPlacement | None = None) -> dsl.graph_component.Graph
             tracking_uri=tracking_uri,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
+        settings.apply(registered, "register")
         # Step 6: only a version whose gate passed becomes the challenger.
         with dsl.If(checked.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - KFP condition
-            set_challenger(model_name=model_name, version=registered.output, tracking_uri=tracking_uri)
+            alias = set_challenger(model_name=model_name, version=registered.output, tracking_uri=tracking_uri)
+            settings.apply(alias, "set-challenger")
         return registered.output
 
     return prune_and_register
 
 
-def compile_pipelines(output_dir: str, gpu: GpuPlacement | None = None) -> list[str]:
+def compile_pipelines(
+    output_dir: str, gpu: GpuPlacement | None = None, cluster: ClusterSettings | None = None
+) -> list[str]:
     """Write ``prune_and_register.yaml`` and ``prune_and_register_gpu.yaml`` (KFP IR) into ``output_dir``."""
     from pathlib import Path
 
@@ -106,6 +121,6 @@ def compile_pipelines(output_dir: str, gpu: GpuPlacement | None = None) -> list[
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, placement in (("prune_and_register.yaml", None), ("prune_and_register_gpu.yaml", gpu or GpuPlacement())):
-        compiler.Compiler().compile(build_pipeline(placement), str(out / name))
+        compiler.Compiler().compile(build_pipeline(placement, cluster), str(out / name))
         written.append(str(out / name))
     return written

@@ -154,6 +154,7 @@ def run_local(
     """
     from kfp import local
 
+    from pipelines.cluster import LOCAL
     from pipelines.prune_and_register import GpuPlacement, build_pipeline
     from pruneops.steps import ERROR_FILE_ENV
 
@@ -162,7 +163,7 @@ def run_local(
     root = settings.state_dir() / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_pipeline(GpuPlacement() if recipe.validate_.target == "cuda" else None)
+    pipeline = build_pipeline(GpuPlacement() if recipe.validate_.target == "cuda" else None, LOCAL)
     log_file = log_file or log_path(model, number)
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error.json"
@@ -194,22 +195,35 @@ def submit(
     task: str | None,
     tracking_uri: str,
     experiment: str = "pruneops",
+    namespace: str | None = None,
+    token_file: str | None = None,
 ) -> str:
     """Submit the same pipeline to a KFP API server; returns the run id.
 
     ``tracking_uri`` must be reachable from the cluster (the local SQLite default is not).
-    Without ``task``, the version's ``pruneops.task`` tag is read from that server.
+    Without ``task``, the version's ``pruneops.task`` tag is read from that server. On a
+    multi-user Kubeflow, ``namespace`` is the profile's namespace the run and its experiment
+    belong to, and ``token_file`` a service-account token (audience ``pipelines.kubeflow.org``)
+    read on every request, so a rotated token keeps working; without it the KFP SDK reads
+    ``$KF_PIPELINES_SA_TOKEN_PATH`` or ``/var/run/secrets/kubeflow/pipelines/token`` when present.
     """
     import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
     from pipelines.prune_and_register import GpuPlacement, build_pipeline
 
     if not tracking_uri or tracking_uri.startswith("sqlite:"):
         raise PruneopsError("--kfp-host needs a tracking server the cluster can reach; pass --tracking-uri http://...")
+    if token_file is not None and not Path(token_file).is_file():
+        raise PruneopsError(f"KFP token file not found: {token_file}")
     _number, task = check_inputs(model, version, task, tracking_uri, recipe)
     pipeline = build_pipeline(GpuPlacement() if recipe.validate_.target == "cuda" else None)
-    client = kfp.Client(host=host)
+    credentials = ServiceAccountTokenVolumeCredentials(token_file) if token_file else None
+    client = kfp.Client(host=host, namespace=namespace or "kubeflow", credentials=credentials)
     run = client.create_run_from_pipeline_func(
-        pipeline, arguments=_arguments(model, version, recipe, task, tracking_uri), experiment_name=experiment
+        pipeline,
+        arguments=_arguments(model, version, recipe, task, tracking_uri),
+        experiment_name=experiment,
+        namespace=namespace,
     )
     return str(run.run_id)

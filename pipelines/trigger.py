@@ -364,14 +364,15 @@ def poll_once(config: TriggerConfig, state: TriggerState, launcher: Launcher, re
     return started
 
 
-def default_runner(kfp_host: str | None = None) -> RunFn:
-    """Run locally with kfp.local, or submit to ``kfp_host``."""
+def default_runner(kfp_host: str | None = None, namespace: str | None = None, token_file: str | None = None) -> RunFn:
+    """Run locally with kfp.local, or submit to ``kfp_host`` (in ``namespace``, with the token in ``token_file``)."""
 
     def run(model: str, version: str, recipe: Recipe, task: str | None) -> str:
         from pipelines.runner import run_local, submit
 
         if kfp_host:
-            return submit(kfp_host, model, version, recipe, task, settings.tracking_uri())
+            uri = settings.tracking_uri()
+            return submit(kfp_host, model, version, recipe, task, uri, namespace=namespace, token_file=token_file)
         return run_local(model, version, recipe, task).version
 
     return run

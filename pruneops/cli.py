@@ -34,6 +34,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR, EXIT_GATE_FAILED = 1, 3
 ModelArg = Annotated[str, typer.Argument(help="Registered model name.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why; recorded in the audit trail.")]
+KfpNamespaceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kfp-namespace", envvar="PRUNEOPS_KFP_NAMESPACE", help="Profile namespace on a multi-user Kubeflow."
+    ),
+]
+KfpTokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kfp-token-file",
+        envvar="PRUNEOPS_KFP_TOKEN_FILE",
+        help="Service-account token for KFP (default: the SDK's projected token, when present).",
+    ),
+]
 HostOpt = Annotated[
     str, typer.Option(help="Address to listen on: loopback by default; 0.0.0.0 in a pod (the chart sets it).")
 ]
@@ -196,6 +210,8 @@ def run_cmd(
     ] = None,
     kfp_host: Annotated[str | None, typer.Option("--kfp-host", help="Submit to this KFP API server.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="Tracking URI the cluster uses (with --kfp-host).")] = None,
+    kfp_namespace: KfpNamespaceOpt = None,
+    kfp_token_file: KfpTokenOpt = None,
 ) -> None:
     """Run the prune-and-register pipeline locally (kfp.local), or submit it with --kfp-host.
 
@@ -208,7 +224,8 @@ def run_cmd(
 
     parsed = load_recipe(recipe)
     if kfp_host:
-        run_id = submit(kfp_host, model, version, parsed, task, tracking_uri or default_uri())
+        uri = tracking_uri or default_uri()
+        run_id = submit(kfp_host, model, version, parsed, task, uri, namespace=kfp_namespace, token_file=kfp_token_file)
         console.print(f"submitted run {run_id} to {kfp_host}")
         return
     summary = _run_locally(model, version, parsed, task)
@@ -230,6 +247,8 @@ def trigger_cmd(
         float | None, typer.Option(help="Poll the registry every N seconds instead of receiving webhooks.")
     ] = None,
     kfp_host: Annotated[str | None, typer.Option("--kfp-host", help="Submit runs to this KFP API server.")] = None,
+    kfp_namespace: KfpNamespaceOpt = None,
+    kfp_token_file: KfpTokenOpt = None,
 ) -> None:
     """Start a pipeline run for every new model version: MLflow webhooks, or polling."""
     import logging
@@ -242,7 +261,7 @@ def trigger_cmd(
     parsed = TriggerConfig.load(config)
     state = TriggerState.open()
     registry = Registry()
-    launcher = Launcher(parsed, default_runner(kfp_host), state, registry)
+    launcher = Launcher(parsed, default_runner(kfp_host, kfp_namespace, kfp_token_file), state, registry)
     if poll_interval is not None:
         console.print(f"polling {', '.join(parsed.models)} every {poll_interval:g}s")
         while True:
@@ -261,6 +280,8 @@ def retry_cmd(
     version: Annotated[str, typer.Argument(help="Source version whose triggered run to run again.")],
     config: Annotated[str, typer.Option("--config", help="The trigger's YAML (the model's recipe and task).")],
     kfp_host: Annotated[str | None, typer.Option("--kfp-host", help="Submit to this KFP API server.")] = None,
+    kfp_namespace: KfpNamespaceOpt = None,
+    kfp_token_file: KfpTokenOpt = None,
     force: Annotated[bool, typer.Option(help="Run it even if its last run succeeded or is marked running.")] = False,
 ) -> None:
     """Run a triggered pipeline again (after a fix), with the recipe and task trigger.yaml gives the model.
@@ -288,7 +309,9 @@ def retry_cmd(
         if kfp_host:
             from pipelines.runner import submit
 
-            return submit(kfp_host, name, number, recipe, task, tracking_uri())
+            return submit(
+                kfp_host, name, number, recipe, task, tracking_uri(), namespace=kfp_namespace, token_file=kfp_token_file
+            )
         summaries.append(_run_locally(name, number, recipe, task))
         return str(summaries[-1].version)
 
@@ -415,8 +438,20 @@ def compile_cmd(
         str, typer.Option(help="Node label KEY=VALUE the GPU validate step is placed on.")
     ] = "nvidia.com/gpu.present=true",
     gpu_toleration: Annotated[str, typer.Option(help="Taint key the GPU validate step tolerates.")] = "nvidia.com/gpu",
+    resources: Annotated[
+        str | None, typer.Option(help="YAML: per-step CPU/memory requests and limits over the defaults.")
+    ] = None,
+    mlflow_secret: Annotated[
+        str, typer.Option(help="Kubernetes secret with MLflow's URI and credentials ('' for none).")
+    ] = "mlflow-credentials",
 ) -> None:
-    """Write the pipeline's KFP IR: prune_and_register.yaml (CPU) and prune_and_register_gpu.yaml."""
+    """Write the pipeline's KFP IR: prune_and_register.yaml (CPU) and prune_and_register_gpu.yaml.
+
+    Every step gets CPU and memory requests and limits; the steps that talk to MLflow get
+    retries with backoff and the MLflow secret's keys as environment variables; the steps
+    that write to MLflow are never cached (docs/pipeline.md).
+    """
+    from pipelines.cluster import ClusterSettings
     from pipelines.prune_and_register import GpuPlacement, compile_pipelines
     from pruneops.errors import PruneopsError
 
@@ -424,7 +459,7 @@ def compile_cmd(
     if not sep or not key:
         raise PruneopsError(f"--gpu-node-selector must be KEY=VALUE, got {gpu_node_selector!r}")
     placement = GpuPlacement(gpu_accelerator, gpu_count, key, value, gpu_toleration)
-    for path in compile_pipelines(output_dir, placement):
+    for path in compile_pipelines(output_dir, placement, ClusterSettings.load(resources, mlflow_secret)):
         console.print(f"wrote {path}")
 
 

@@ -209,3 +209,24 @@ def test_mlflow_gets_the_webhook_settings_and_its_encryption_key_from_a_secret()
     with pytest.raises(Exception, match="allowedSchemes"):
         render({**ci_values(CHART / "ci" / "full-values.yaml"),
                 "mlflow": {"enabled": True, "webhooks": {"allowedSchemes": "ftp"}}})  # fmt: skip
+
+
+def test_trigger_submits_to_a_multi_user_kubeflow() -> None:
+    """A profile namespace and a projected token with KFP's audience, where the SDK reads it."""
+    values = ci_values(CHART / "ci" / "default-values.yaml")
+    multi_user = {"kfpNamespace": "team-a", "kfpToken": {"enabled": True, "audience": "pipelines.kubeflow.org",
+                                                          "expirationSeconds": 3600}}  # fmt: skip
+    objects = render(values | {"trigger": multi_user})
+    (trigger,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-trigger")]
+    kubernetes_validate.validate(trigger, KUBERNETES_VERSION, strict=True)
+    pod = trigger["spec"]["template"]["spec"]
+    assert "--kfp-namespace=team-a" in pod["containers"][0]["args"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "kfp-token"]
+    source = volume["projected"]["sources"][0]["serviceAccountToken"]
+    assert source == {"path": "token", "audience": "pipelines.kubeflow.org", "expirationSeconds": 3600}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kfp-token")
+    assert mount["mountPath"] + "/token" == "/var/run/secrets/kubeflow/pipelines/token"  # the KFP SDK's default
+    single = render(values)
+    (plain,) = [o for o in single if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-trigger")]
+    assert not any(a.startswith("--kfp-namespace") for a in plain["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert all(v["name"] != "kfp-token" for v in plain["spec"]["template"]["spec"]["volumes"])
