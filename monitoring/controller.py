@@ -62,23 +62,27 @@ class Analysis:
     figures: dict[str, float | None]
 
 
-def analyse(prom: PromQuery, model: str, champion: str, challenger: str, spec: RolloutSpec) -> Analysis:
-    """Query Prometheus and judge the challenger against ``spec``.
+def analyse(
+    prom: PromQuery, model: str, champion: str, challenger: str, spec: RolloutSpec, namespace: str | None = None
+) -> Analysis:
+    """Query Prometheus and judge the challenger against ``spec``; with ``namespace``, only
+    that install's series count (another install may serve a model of the same name).
 
-    >>> # analyse(PromQuery("http://127.0.0.1:9090"), "digits", "1", "2", RolloutSpec())
+    >>> # analyse(PromQuery("http://127.0.0.1:9090"), "digits", "1", "2", RolloutSpec(), "production")
     """
     w = spec.window
-    challenger_sel = f'model="{model}",version="{challenger}"'
+    install = f',namespace="{namespace}"' if namespace else ""
+    challenger_sel = f'model="{model}",version="{challenger}"{install}'
     errors_sel = challenger_sel + f',code=~"{SERVER_FAULT_REGEX}"'
 
     def p99(version: str) -> float | None:
-        buckets = f'pruneops_request_duration_seconds_bucket{{model="{model}",version="{version}"}}'
+        buckets = f'pruneops_request_duration_seconds_bucket{{model="{model}",version="{version}"{install}}}'
         return prom.scalar(f"histogram_quantile(0.99, sum by (le) (rate({buckets}[{w}])))")
 
     samples = prom.scalar(f"sum(increase(pruneops_requests_total{{{challenger_sel}}}[{w}]))")
     errors = prom.scalar(f"sum(increase(pruneops_requests_total{{{errors_sel}}}[{w}]))")
     ours, theirs = p99(challenger), p99(champion)
-    drift = prom.scalar(f'max(pruneops_drift_share{{model="{model}"}})')
+    drift = prom.scalar(f'max(pruneops_drift_share{{model="{model}"{install}}})')
     agreement = prom.scalar(f"max(pruneops_shadow_agreement_ratio{{{challenger_sel}}})")
     error_ratio = (errors or 0.0) / samples if samples else None
     figures: dict[str, float | None] = {
@@ -118,6 +122,9 @@ class Controller:
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     interval: float = 10.0
     default_spec: RolloutSpec = field(default_factory=RolloutSpec)
+    # The Kubernetes namespace of this install: analysis reads only its series, and an alert
+    # from another namespace (another install serving a model of the same name) is ignored.
+    namespace: str | None = None
     # challenger version -> (passes in a row, failures)
     _tally: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -151,7 +158,7 @@ class Controller:
                 return "no challenger"
             spec = self.spec_for(model, challenger)
             try:
-                analysis = analyse(self.prom, model, champion, challenger, spec)
+                analysis = analyse(self.prom, model, champion, challenger, spec, self.namespace)
             except PrometheusUnavailable as err:
                 return self._error(model, "prometheus", str(err))
             self.metrics.analyses.labels(model=model, result=analysis.result).inc()
@@ -202,6 +209,9 @@ class Controller:
             return f"{name}: no action (status {alert.get('status')}, action {labels.get('action')})"
         if model not in self.models:
             return self._error(model, "unknown_model", f"alert {name} for model {model!r}, which is not watched")
+        if self.namespace and labels.get("namespace") != self.namespace:
+            self.metrics.ignored_alerts.labels(model=model, reason="other_install").inc()
+            return f"{name}: from namespace {labels.get('namespace')!r}, not this install's ({self.namespace}); ignored"
         with self._lock:
             try:
                 champion = self.registry.aliases(model).get(CHAMPION)

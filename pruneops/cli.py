@@ -409,6 +409,13 @@ def controller_cmd(
     port: Annotated[int, typer.Option(help="Port for /alerts (Alertmanager webhook) and /metrics.")] = 8090,
     interval: Annotated[float, typer.Option(help="Seconds between analysis runs.")] = 10.0,
     host: HostOpt = "127.0.0.1",
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PRUNEOPS_NAMESPACE",
+            help="This install's Kubernetes namespace: analysis reads only its series, alerts from others are ignored.",
+        ),
+    ] = None,
 ) -> None:
     """Rollout controller: promote on live analysis, roll back on alerts (token: PRUNEOPS_CONTROLLER_TOKEN)."""
     import logging
@@ -420,7 +427,7 @@ def controller_cmd(
     from monitoring.prom import PromQuery
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    controller = Controller(model, PromQuery(prometheus), interval=interval)
+    controller = Controller(model, PromQuery(prometheus), interval=interval, namespace=namespace or None)
     app = create_app(controller, os.environ.get(TOKEN_ENV, ""))
     for name in model:
         controller.analyse_once(name)  # export the registry state before the first scrape

@@ -230,3 +230,15 @@ def test_trigger_submits_to_a_multi_user_kubeflow() -> None:
     (plain,) = [o for o in single if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-trigger")]
     assert not any(a.startswith("--kfp-namespace") for a in plain["spec"]["template"]["spec"]["containers"][0]["args"])
     assert all(v["name"] != "kfp-token" for v in plain["spec"]["template"]["spec"]["volumes"])
+
+
+def test_kube_prometheus_stack_selects_the_monitors_and_the_controller_knows_its_install() -> None:
+    values = ci_values(CHART / "ci" / "default-values.yaml")
+    enabled = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    objects = render(values | {"monitoring": enabled})
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        (obj,) = [o for o in objects if o["kind"] == kind]
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind  # the stack's default selector
+    (controller,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-controller")]
+    env = {e["name"]: e for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PRUNEOPS_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"

@@ -45,8 +45,12 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 def as_instant_query(expr: str) -> str:
-    """Grafana's variables, filled in as Grafana would with 'All' selected."""
-    return expr.replace("$model", ".+").replace("$__rate_interval", "1m")
+    """Grafana's variables, filled in as Grafana would with 'All' selected (cluster and
+    namespace: their allValue ``.*``, which also matches a series without the label)."""
+    filled = {"$model": ".+", "$cluster": ".*", "$namespace": ".*", "$__rate_interval": "1m"}
+    for variable, everything in filled.items():
+        expr = expr.replace(variable, everything)
+    return expr
 
 
 def check_dashboards(stack: LocalStack) -> None:

@@ -211,3 +211,43 @@ def test_each_poll_records_alias_changes_made_in_the_mlflow_ui(registry: Registr
     assert registry.aliases("digits") == {"champion": v2, "previous": v1}
     value = controller.metrics_registry.get_sample_value
     assert value("pruneops_alias_info", {"model": "digits", "alias": "champion", "version": v2}) == 1
+
+
+def test_only_this_installs_alerts_roll_back(registry: Registry) -> None:
+    """Two installs serve "digits" (staging, production); each controller acts on its own alerts."""
+    v1, v2 = versions(registry, "digits", 2)
+    registry.set_alias("digits", "champion", v1)
+    registry.promote("digits", v2)
+    controller = Controller(["digits"], PromQuery("http://127.0.0.1:9", timeout=1), registry=registry,
+                            namespace="production")  # fmt: skip
+    count = controller.metrics_registry.get_sample_value
+    for other in ({"namespace": "staging"}, {}):  # another install's alert, or one that names none
+        outcome = controller.handle_alert(alert("digits", v2) | {"labels": alert("digits", v2)["labels"] | other})
+        assert "not this install's (production); ignored" in outcome
+    assert registry.aliases("digits")["champion"] == v2
+    assert count("pruneops_ignored_alerts_total", {"model": "digits", "reason": "other_install"}) == 2
+    ours = alert("digits", v2) | {"labels": alert("digits", v2)["labels"] | {"namespace": "production"}}
+    assert "champion v2 -> v1" in controller.handle_alert(ours)
+    assert registry.aliases("digits")["champion"] == v1
+
+
+def test_analysis_reads_only_this_installs_series() -> None:
+    from monitoring.controller import analyse
+
+    class Recorded(PromQuery):
+        """Prometheus's answers for one install: every query must name its namespace."""
+
+        def __init__(self) -> None:
+            super().__init__("http://127.0.0.1:9")
+            self.queries: list[str] = []
+
+        def scalar(self, query: str) -> float | None:
+            self.queries.append(query)
+            return None
+
+    prom = Recorded()
+    analyse(prom, "digits", "1", "2", FAST_SPEC, namespace="production")
+    assert len(prom.queries) == 6 and all('namespace="production"' in q for q in prom.queries), prom.queries
+    local = Recorded()
+    analyse(local, "digits", "1", "2", FAST_SPEC)
+    assert not any("namespace" in q for q in local.queries)

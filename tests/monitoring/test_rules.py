@@ -36,7 +36,7 @@ def test_rules_unit_tests_pass() -> None:
 @needs_promtool
 def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     """A rules file whose regression threshold is raised must fail the same unit tests."""
-    broken = (RULES_DIR / "rules.yaml").read_text().replace("1.5 * max by (model)", "500 * max by (model)")
+    broken = (RULES_DIR / "rules.yaml").read_text().replace("1.5 * max by (cluster", "500 * max by (cluster")
     (tmp_path / "rules.yaml").write_text(broken)
     shutil.copy(RULES_DIR / "rules.test.yaml", tmp_path)
     out = run_promtool("test", "rules", "rules.test.yaml", cwd=tmp_path)
@@ -64,3 +64,25 @@ def test_only_server_faults_feed_the_error_ratio() -> None:
     ratio = by_name["model_version:pruneops_errors:ratio_rate1m"]
     assert f'code=~"{SERVER_FAULT_REGEX}"' in ratio and SERVER_FAULT_REGEX == "500|502|503|504"
     assert "5.." not in ratio
+
+
+def test_every_rule_keeps_the_install_labels_and_every_alert_has_a_runbook() -> None:
+    """Tenancy and routing: what kube-prometheus-stack and two installs in one Prometheus need."""
+    import re
+
+    rules = yaml.safe_load((RULES_DIR / "rules.yaml").read_text())
+    runbooks = (RULES_DIR.parents[1] / "docs" / "runbooks.md").read_text().lower()
+    for rule in (r for g in rules["groups"] for r in g["rules"]):
+        name = rule.get("record") or rule["alert"]
+        groupings = re.findall(r"(?:sum|max) by \(([^)]*)\)", rule["expr"])
+        assert groupings, name
+        for grouping in groupings:
+            labels = {label.strip() for label in grouping.split(",")}
+            # pruneops_alias_info comes from the controller, another job: joined on the rest.
+            assert {"cluster", "namespace"} <= labels and ("job" in labels or "pruneops_alias_info" in rule["expr"]), (
+                name, grouping)  # fmt: skip
+        if "alert" in rule:
+            assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+            base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+            assert base == "https://github.com/pruneops/pruneops/blob/main/docs/runbooks.md", name
+            assert anchor == name.lower() and f"## {name.lower()}" in runbooks, name
