@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: venv tools demo test test-fast check format clean bench chart-files
+.PHONY: venv tools demo test test-fast check format clean bench chart-files chart-readme
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench: $(STAMP)  ## run the CPU benchmarks (JSON and PNG under benchmarks/result
 chart-files:  ## copy the Prometheus rules and Grafana dashboards into the chart (a test checks they match)
 	cp monitoring/prometheus/rules.yaml helm/pruneops/files/rules.yaml
 	cp monitoring/grafana/*.json helm/pruneops/files/dashboards/
+
+chart-readme: $(STAMP)  ## write helm/pruneops/README.md from values.yaml (a test checks it is current)
+	$(BIN)/python scripts/chart_readme.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

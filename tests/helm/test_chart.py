@@ -242,3 +242,99 @@ def test_kube_prometheus_stack_selects_the_monitors_and_the_controller_knows_its
     (controller,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-controller")]
     env = {e["name"]: e for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PRUNEOPS_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def test_the_usual_extension_points_reach_every_pruneops_pod() -> None:
+    """Service-account annotations, extra env and envFrom, pod annotations and labels, priority,
+    topology spread, image digests, and the bundled MLflow's artifact-store credentials."""
+    values = ci_values(CHART / "ci" / "full-values.yaml")
+    digest = "sha256:" + "a" * 64
+    extras = {
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/pruneops"}},
+        "podAnnotations": {"vault.hashicorp.com/agent-inject": "true"},
+        "podLabels": {"team": "ml"},
+        "priorityClassName": "ml-serving",
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}],
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "extraEnvFrom": [{"secretRef": {"name": "mlflow-credentials"}}],
+        "image": {**values.get("image", {}), "digest": digest},
+        "mlflow": {**values["mlflow"], "artifactCredentials": {"existingSecret": "mlflow-s3"}},
+    }  # fmt: skip
+    objects = render(values | extras)
+    for obj in objects:
+        if obj["kind"] not in OPERATOR_KINDS:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert account["metadata"]["annotations"] == extras["serviceAccount"]["annotations"]
+    ours = [o for o in objects if o["kind"] == "Deployment" and not o["metadata"]["name"].endswith("-mlflow")]
+    assert {o["metadata"]["name"].rsplit("-", 1)[1] for o in ours} == {"serving", "controller", "trigger"}
+    for deployment in ours:
+        template = deployment["spec"]["template"]
+        component = template["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert template["metadata"]["labels"]["team"] == "ml"
+        assert template["metadata"]["annotations"]["vault.hashicorp.com/agent-inject"] == "true"
+        assert "checksum/config" in template["metadata"]["annotations"] or component == "controller"
+        pod = template["spec"]
+        assert pod["priorityClassName"] == "ml-serving"
+        (spread,) = pod["topologySpreadConstraints"]
+        assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+        for container in pod["containers"]:
+            assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"], container["name"]
+            assert container["envFrom"] == extras["extraEnvFrom"], container["name"]
+            if container["image"].startswith("ghcr.io/pruneops/"):
+                assert container["image"] == f"ghcr.io/pruneops/pruneops@{digest}"
+    (mlflow,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-mlflow")]
+    assert mlflow["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-s3"}}]
+
+
+def test_helm_test_checks_that_the_server_answers_ready() -> None:
+    objects = render(ci_values(CHART / "ci" / "default-values.yaml"))
+    (test,) = [o for o in objects if o["kind"] == "Pod"]
+    kubernetes_validate.validate(test, KUBERNETES_VERSION, strict=True)
+    assert test["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = test["spec"]["containers"]
+    (service,) = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-serving")]
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "server")
+    assert container["command"][-1] == f"http://{service['metadata']['name']}:{port}/v2/health/ready"
+    assert container["securityContext"]["readOnlyRootFilesystem"] and test["spec"]["restartPolicy"] == "Never"
+    # The probe itself, run here against a server that is not ready, then one that is.
+    import subprocess
+    import sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Ready(BaseHTTPRequestHandler):
+        status = 503
+
+        def do_GET(self) -> None:
+            self.send_response(self.status)
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/v2/health/ready"
+    probe = [sys.executable, *container["command"][1:-1], url]
+    assert subprocess.run(probe, capture_output=True, timeout=30).returncode != 0
+    Ready.status = 200
+    assert subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    server.shutdown()
+
+
+def test_chart_readme_is_generated_from_the_current_values() -> None:
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("chart_readme", ROOT / "scripts" / "chart_readme.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = generator  # its dataclasses look their module up there
+    spec.loader.exec_module(generator)
+    readme = (CHART / "README.md").read_text()
+    assert readme == generator.render(), "helm/pruneops/README.md is stale: run `make chart-readme`"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert f'| `serving.model` | string | `"{values["serving"]["model"]}"` |' in readme
+    assert "| `podAnnotations` | object | `{}` | Added to every pruneops pod" in readme

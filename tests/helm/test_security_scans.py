@@ -20,11 +20,13 @@ from tests.helm.conftest import CHART, CI_VALUES, ROOT, ci_values, render
 
 EXPLAINED = {
     "CKV_K8S_43": "images are pinned by release tag; digests exist only once an image is pushed "
-    "(set image.tag to TAG@sha256:... to pin one)",
+    "(set image.digest and image.gpuDigest to pin them)",
     "CKV_K8S_15": "pullPolicy IfNotPresent with immutable release tags; set image.pullPolicy=Always if tags move",
     "CKV_K8S_35": "secrets reach the processes as environment variables from secretKeyRef "
     "(the CLI and mlflow read them from the environment); never inlined in values",
 }
+# `helm test`'s pod runs one request and exits: a liveness or readiness probe has nothing to probe.
+EXPLAINED_FOR_THE_TEST_POD = {"CKV_K8S_8", "CKV_K8S_9"}
 
 
 def checkov() -> str | None:
@@ -48,7 +50,12 @@ def test_checkov_leaves_only_explained_findings(values: Path, tmp_path: Path) ->
     report = report[0] if isinstance(report, list) else report
     assert report["summary"]["parsing_errors"] == 0 and report["summary"]["passed"] > 30
     failed = {(c["check_id"], c["check_name"], c["resource"]) for c in report["results"]["failed_checks"]}
-    unexplained = sorted(finding for finding in failed if finding[0] not in explained)
+    unexplained = sorted(
+        finding
+        for finding in failed
+        if finding[0] not in explained
+        and not (finding[0] in EXPLAINED_FOR_THE_TEST_POD and finding[2].endswith("-test-ready"))
+    )
     assert not unexplained, unexplained
 
 

@@ -25,7 +25,8 @@ def test_demo_runs_all_four_stages(tmp_path: Path) -> None:
                          timeout=900)  # fmt: skip
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     text = " ".join(out.stdout.split())
-    assert "2. running the pipeline" in text and "v2: gate passed" in text
+    assert "2. running the pipeline" in text and "digits v2 (from v1): gate passed, alias challenger" in text
+    assert "ok finetune" in text and "speedup onnxruntime batch 32:" in text and "report: " in text
     assert "analysis promoted v2" in text
     assert "alert PruneopsLatencyRegression" in text
     assert "v2 serving again" in text and "failed requests: 0" in text

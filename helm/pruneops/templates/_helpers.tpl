@@ -44,10 +44,32 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The pruneops image; pass (dict "ctx" $ "gpu" true) for the CUDA variant. */}}
+{{/* The pruneops image; pass (dict "ctx" $ "gpu" true) for the CUDA variant. A digest
+(image.digest, image.gpuDigest) pins the exact image and wins over the tag. */}}
 {{- define "pruneops.image" -}}
+{{- $digest := ternary .ctx.Values.image.gpuDigest .ctx.Values.image.digest (default false .gpu) }}
+{{- if $digest }}
+{{- printf "%s@%s" .ctx.Values.image.repository $digest }}
+{{- else }}
 {{- $tag := default .ctx.Chart.AppVersion .ctx.Values.image.tag }}
 {{- printf "%s:%s%s" .ctx.Values.image.repository $tag (ternary "-gpu" "" (default false .gpu)) }}
+{{- end }}
+{{- end }}
+
+{{/* Pod scheduling every pruneops pod shares: priority class, and topology spread whose
+constraints select the component's own pods unless they name a labelSelector.
+Pass (dict "ctx" $ "component" "serving"). */}}
+{{- define "pruneops.podScheduling" -}}
+{{- with .ctx.Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- if .ctx.Values.topologySpreadConstraints }}
+{{- $selector := dict "matchLabels" (include "pruneops.selectorLabels" . | fromYaml) }}
+topologySpreadConstraints:
+{{- range .ctx.Values.topologySpreadConstraints }}
+  - {{- merge (dict) . (dict "labelSelector" $selector) | toYaml | nindent 4 }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "pruneops.trackingUri" -}}
