@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from tests.helm.conftest import CHART, ROOT, ci_values, render
+from tests.helm.kserve_schema import KINDS as KSERVE_KINDS
+from tests.helm.kserve_schema import check as check_kserve
 
 KUBERNETES_VERSION = "1.30.0"
 # prometheus-operator's kinds are CRDs, not in the Kubernetes schemas; checked below by hand.
@@ -36,6 +38,10 @@ def test_every_object_is_valid_kubernetes(rendered: tuple[str, list[dict[str, An
     for obj in objects:
         if obj["kind"] in OPERATOR_KINDS:
             assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["spec"], obj["metadata"]["name"]
+            continue
+        if obj["kind"] in KSERVE_KINDS:
+            problems = check_kserve(obj, KSERVE_KINDS[obj["kind"]])
+            assert not problems, f"{name}: {obj['kind']} {obj['metadata']['name']}: {problems}"
             continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -263,7 +269,7 @@ def test_the_usual_extension_points_reach_every_pruneops_pod() -> None:
     }  # fmt: skip
     objects = render(values | extras)
     for obj in objects:
-        if obj["kind"] not in OPERATOR_KINDS:
+        if obj["kind"] not in OPERATOR_KINDS | set(KSERVE_KINDS):
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
     assert account["metadata"]["annotations"] == extras["serviceAccount"]["annotations"]
@@ -338,3 +344,35 @@ def test_chart_readme_is_generated_from_the_current_values() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert f'| `serving.model` | string | `"{values["serving"]["model"]}"` |' in readme
     assert "| `podAnnotations` | object | `{}` | Added to every pruneops pod" in readme
+
+
+def test_kserve_mode_deploys_the_same_containers_as_an_inference_service() -> None:
+    """KServe mode: an InferenceService and a ServingRuntime (checked against KServe's own API
+    types) instead of the Deployment; the sidecar takes KServe's traffic as kserve-container,
+    and the chart's Service, ServiceMonitor and network policy still find the pods."""
+    kserve = render(ci_values(CHART / "ci" / "kserve-values.yaml"))
+    plain = render(ci_values(CHART / "ci" / "kserve-values.yaml") | {"serving": {"mode": "deployment"}})
+    kinds = {o["kind"] for o in kserve}
+    assert {"InferenceService", "ServingRuntime"} <= kinds and "HorizontalPodAutoscaler" not in kinds
+    assert not [o for o in kserve if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-serving")]
+    (runtime,) = [o for o in kserve if o["kind"] == "ServingRuntime"]
+    (service,) = [o for o in kserve if o["kind"] == "InferenceService"]
+    assert check_kserve(runtime, "V1alpha1ServingRuntime") == []
+    assert check_kserve(service, "V1beta1InferenceService") == []
+    assert check_kserve(service | {"spec": {"predictor": {"replicas": 2}}}, "V1beta1InferenceService") == [
+        "spec.predictor.replicas: no such field in V1beta1PredictorSpec"]  # the check can fail  # fmt: skip
+    sidecar, server = runtime["spec"]["containers"]
+    assert sidecar["name"] == "kserve-container" and sidecar["args"][0] == "sidecar" and server["args"][0] == "serve"
+    (deployment,) = [o for o in plain if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-serving")]
+    same = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert server == same["server"] and {**sidecar, "name": "sidecar"} == same["sidecar"]
+    predictor = service["spec"]["predictor"]
+    model_format = {"name": "pruneops", "version": "1"}
+    assert predictor["model"] == {"modelFormat": model_format, "runtime": runtime["metadata"]["name"]}
+    assert runtime["spec"]["supportedModelFormats"][0]["name"] == "pruneops"
+    assert runtime["spec"]["protocolVersions"] == ["v2"]
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    (our_service,) = [o for o in kserve if o["kind"] == "Service" and o["metadata"]["name"].endswith("-serving")]
+    assert our_service["spec"]["selector"].items() <= predictor["labels"].items()
+    (policy,) = [o for o in kserve if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-serving")]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= predictor["labels"].items()
