@@ -102,3 +102,45 @@ def test_worker_can_run_evidently_in_a_child_process() -> None:
         worker.stop()
     assert result is not None and result.share == 1.0
     assert registry.get_sample_value("pruneops_drift_share", {"model": "digits", "version": "1"}) == 1.0
+
+
+def test_the_current_api_gives_the_legacy_tables_figures() -> None:
+    """Side by side with what pruneops used before (evidently.legacy's DataDriftTable, same
+    tests): the same drifted features, share and scores on one shifted window."""
+    from evidently.legacy.metrics import DataDriftTable
+    from evidently.legacy.pipeline.column_mapping import ColumnMapping
+    from evidently.legacy.report import Report
+
+    reference, current = reference_frame(features=16), reference_frame(rows=3000, features=16, seed=4)
+    current[["f0", "f3", "f9"]] += 0.4
+    ours = compute_drift(reference, current)
+    features = [f"f{i}" for i in range(16)]
+    legacy = Report(metrics=[DataDriftTable(columns=features)])
+    legacy.run(reference_data=reference[features], current_data=current[features],
+               column_mapping=ColumnMapping(numerical_features=features))  # fmt: skip
+    by_column = legacy.as_dict()["metrics"][0]["result"]["drift_by_columns"]
+    assert ours.drifted == sum(bool(by_column[c]["drift_detected"]) for c in features) >= 3
+    assert ours.share == ours.drifted / 16
+    for feature in features:
+        assert ours.scores[feature] == pytest.approx(by_column[feature]["drift_score"], rel=1e-9, abs=1e-300)
+
+
+def test_worker_scores_every_feature_in_turn() -> None:
+    registry = CollectorRegistry()
+    window = SampleWindow(max_rows=1000)
+    window.add(np.random.default_rng(5).normal(size=(600, 8)), np.eye(4)[np.zeros(600, dtype=int)])
+    worker = DriftWorker(window, lambda: ("digits", "1"), registry, scored_per_cycle=3,
+                         load_reference=lambda m, v: Reference(m, v, reference_frame()), min_rows=100)  # fmt: skip
+    labels = {"model": "digits", "version": "1"}
+
+    def exported() -> set[str]:
+        score = registry.get_sample_value
+        found = {f"f{i}": score("pruneops_feature_drift_score", labels | {"feature": f"f{i}"}) for i in range(8)}
+        return {feature for feature, value in found.items() if value is not None}
+
+    first = worker.run_once()
+    assert first is not None and list(first.scores) == ["f0", "f1", "f2"] and exported() == {"f0", "f1", "f2"}
+    assert registry.get_sample_value("pruneops_drifted_features", labels) is not None  # the share: every cycle
+    worker.run_once()
+    worker.run_once()
+    assert exported() == {f"f{i}" for i in range(8)}  # 3 cycles of 3 cover all 8
