@@ -39,14 +39,12 @@ __all__ = [
     "sign",
 ]
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +52,7 @@ from typing import Any
 
 from pruneops import settings
 from pruneops.errors import PruneopsError
+from pruneops.filelock import file_lock
 from pruneops.recipe import Recipe, load_recipe
 from pruneops.webhooks import DELIVERY, SECRET_ENV, check, sign
 
@@ -182,7 +181,7 @@ class TriggerState:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.path.with_suffix(".lock")):
+        with file_lock(self.path.with_suffix(".lock")):
             if self.path.is_file():
                 self._merge(json.loads(self.path.read_text()))
             data = {"started": self.started, "deliveries": self.deliveries, "known": self.known, "runs": self.runs}
@@ -200,16 +199,6 @@ class TriggerState:
         for key, outcome in disk.get("runs", {}).items():
             if key not in self.runs or outcome.get("at", "") > self.runs[key].get("at", ""):
                 self.runs[key] = outcome
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_and_record(

@@ -49,6 +49,7 @@ import numpy as np
 
 from pruneops import settings
 from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
+from pruneops.filelock import file_lock
 from pruneops.integrity import MLFLOW_BOOKKEEPING, digest_tags, file_digests, recorded_digests, verify_folder
 
 TAG_PREFIX = "pruneops."
@@ -775,15 +776,8 @@ class Registry:
         if not self.tracking_uri.startswith("sqlite:///"):
             yield
             return
-        import fcntl
-
-        lock_path = self.tracking_uri.removeprefix("sqlite:///") + ".alias.lock"
-        with open(lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.tracking_uri.removeprefix("sqlite:///") + ".alias.lock"):
+            yield
 
     @contextlib.contextmanager
     def _mlflow_errors(self, what: str) -> Iterator[None]:
