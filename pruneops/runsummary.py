@@ -92,7 +92,9 @@ def summarize(registry: Registry, model: str, version: str) -> RunSummary:
     """
     info = registry.version(model, version)
     with tempfile.TemporaryDirectory() as tmp:
-        evidence = json.loads((registry.download(model, info.version, tmp, part=REPORT_DIR) / REPORT_FILE).read_text())
+        # Only the evidence file: the report folder also holds the HTML page and its plots.
+        evidence_file = registry.download(model, info.version, tmp, part=f"{REPORT_DIR}/{REPORT_FILE}")
+        evidence = json.loads(evidence_file.read_text())
     validation, gate = evidence["validation"], evidence["gate"]
     metric = validation["primary_metric"]
     return RunSummary(
