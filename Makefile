@@ -52,6 +52,7 @@ check: $(STAMP)  ## lint, format check, types
 
 bench: $(STAMP)  ## run the CPU benchmarks (JSON and PNG under benchmarks/results/)
 	$(BIN)/python benchmarks/pruning_quality.py
+	$(BIN)/python benchmarks/sparsegpt_speed.py
 	$(BIN)/python benchmarks/cpu_structured.py
 	$(BIN)/python benchmarks/demo_time.py
 	$(BIN)/python benchmarks/minilm_pipeline.py

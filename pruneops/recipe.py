@@ -74,7 +74,11 @@ class PruneSpec(_Strict):
         description='"unstructured", an N:M pattern such as "2:4", or "channels", "heads", "blocks"',
     )
     sparsity: float | None = Field(default=None, description="fraction of weights (or structures) removed, in (0, 1)")
-    scope: Literal["layer", "global"] = "layer"
+    scope: Literal["layer", "global", "row"] | None = Field(
+        default=None,
+        description="which scores compete: each layer, all layers (global) or each output row; "
+        "unset: row for wanda, layer for the others",
+    )
     norm: Literal[1, 2] = 1
     include: list[str] = Field(default_factory=lambda: ["*"])
     exclude: list[str] = Field(default_factory=list)
@@ -124,8 +128,10 @@ class PruneSpec(_Strict):
                 )
         elif self.sparsity is None:
             raise ValueError(f"pattern {self.pattern!r} needs a sparsity in (0, 1), e.g. sparsity: 0.5")
-        if self.scope == "global" and self.pattern != "unstructured":
-            raise ValueError("scope: global applies only to pattern: unstructured; use scope: layer")
+        if self.scope in ("global", "row") and self.pattern != "unstructured":
+            raise ValueError(f"scope: {self.scope} applies only to pattern: unstructured; use scope: layer")
+        if self.method == "sparsegpt" and self.scope not in (None, "layer"):
+            raise ValueError(f"sparsegpt prunes layer by layer, not by {self.scope}; use scope: layer")
         return self
 
     @property

@@ -21,6 +21,7 @@ filter that matches nothing) the model is left untouched.
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,9 +43,10 @@ from pruneops.pruning.config import (
     TaylorConfig,
     WandaConfig,
 )
-from pruneops.pruning.masks import as_rows, global_topk_masks, nm_mask, sparsity_of, topk_mask
+from pruneops.pruning.masks import as_rows, global_topk_masks, nm_mask, row_topk_mask, sparsity_of, topk_mask
 
 FilterFn = Callable[[nn.Module, str], bool]
+log = logging.getLogger(__name__)
 PRUNABLE = (nn.Linear, nn.Conv2d)
 
 
@@ -313,7 +315,8 @@ def _masks_from_scores(
     sparsity = float(config.sparsity or 0)
     if config.scope == "global":
         return global_topk_masks(scores, sparsity)
-    return {name: topk_mask(score, sparsity) for name, score in scores.items()}
+    per_layer = row_topk_mask if config.scope == "row" else topk_mask
+    return {name: per_layer(score, sparsity) for name, score in scores.items()}
 
 
 @register_handler(MagnitudeConfig)
@@ -343,22 +346,34 @@ def _sparsegpt(
     model: nn.Module, config: Any, layers: dict[str, nn.Module], batches: list[Any]
 ) -> dict[str, torch.Tensor]:
     stats = collect_input_stats(model, layers, batches, hessian=True)
-    if config.scope == "global":
-        raise PruningError("sparsegpt prunes layer by layer; use scope: layer")
+    if config.scope != "layer":
+        raise PruningError(f"sparsegpt prunes layer by layer, not by {config.scope}; use scope: layer")
     results = {}
     for name, module in layers.items():
-        weight = _weight(module).detach()
         stat = stats[name]
-        assert stat.xtx is not None
+        if stat.xtx is None:
+            raise PruningError(f"no Hessian was gathered for {name}")
         hessian = 2.0 * stat.xtx / max(stat.rows, 1)
-        results[name] = criteria.sparsegpt(
-            weight, hessian, float(config.sparsity), config.nm, config.blocksize, config.percdamp
-        )
+        results[name] = _sparsegpt_layer(name, _weight(module).detach(), hessian, config)
     # Reconstructed weights are written only once every layer succeeded.
     with torch.no_grad():
         for name, (new_weight, _) in results.items():
             _weight(layers[name]).copy_(new_weight)
     return {name: mask for name, (_, mask) in results.items()}
+
+
+def _sparsegpt_layer(
+    name: str, weight: torch.Tensor, hessian: torch.Tensor, config: SparseGPTConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    dtype = torch.float64 if config.precision == "float64" else torch.float32
+    args = (weight, hessian, float(config.sparsity or 0), config.nm, config.blocksize, config.percdamp)
+    try:
+        return criteria.sparsegpt(*args, dtype=dtype)
+    except torch.linalg.LinAlgError:
+        if dtype == torch.float64:
+            raise PruningError(f"{name}: the dampened Hessian is not positive definite; raise percdamp") from None
+        log.info("%s: float32 Cholesky failed; redoing this layer in float64", name)
+        return criteria.sparsegpt(*args, dtype=torch.float64)
 
 
 @register_handler(TaylorConfig)

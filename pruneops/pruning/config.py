@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,17 +25,29 @@ from pruneops.errors import PruningError
 
 _NM = re.compile(r"^(\d+):(\d+)$")
 STRUCTURED = ("channels", "heads", "blocks")
+SCOPES = ("layer", "global", "row")
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """What every config shares: how much, in which pattern, compared over which scope."""
+    """What every config shares: how much, in which pattern, compared over which scope.
+
+    ``scope`` says which scores compete for the unstructured budget: ``"layer"`` (each
+    layer's own ranking), ``"global"`` (one threshold over all selected layers) or ``"row"``
+    (each output row of each layer keeps the same share). ``None`` takes the criterion's
+    default: ``"row"`` for Wanda (as in the paper), ``"layer"`` for the rest.
+    """
 
     sparsity: float | None = None
     pattern: str = "unstructured"
-    scope: str = "layer"
+    scope: str | None = None
+
+    #: The scope an unstructured config gets when none is given.
+    default_scope: ClassVar[str] = "layer"
 
     def __post_init__(self) -> None:
+        if self.scope is None:
+            object.__setattr__(self, "scope", self.default_scope if self.pattern == "unstructured" else "layer")
         nm = self.nm
         if nm is not None:
             if not 0 < nm[0] < nm[1]:
@@ -49,8 +61,10 @@ class PruneConfig:
             raise PruningError(f"unknown pattern {self.pattern!r}")
         if self.sparsity is None or not 0 < self.sparsity < 1:
             raise PruningError(f"sparsity must be in (0, 1) exclusive, got {self.sparsity}")
-        if self.scope not in ("layer", "global"):
-            raise PruningError(f"scope must be 'layer' or 'global', got {self.scope!r}")
+        if self.scope not in SCOPES:
+            raise PruningError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if self.scope == "row" and self.pattern != "unstructured":
+            raise PruningError(f"scope 'row' applies only to unstructured pruning, not {self.pattern!r}")
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -85,7 +99,13 @@ class RandomConfig(PruneConfig):
 
 @dataclass(frozen=True)
 class WandaConfig(PruneConfig):
-    """|W| times the L2 norm of each input feature over calibration batches."""
+    """|W| times the L2 norm of each input feature over calibration batches.
+
+    Unstructured Wanda compares weights within each output row by default (``scope="row"``,
+    the paper's choice); ``scope="layer"`` ranks the whole layer at once.
+    """
+
+    default_scope: ClassVar[str] = "row"
 
     @property
     def needs_calibration(self) -> bool:
@@ -94,10 +114,20 @@ class WandaConfig(PruneConfig):
 
 @dataclass(frozen=True)
 class SparseGPTConfig(PruneConfig):
-    """Second-order pruning with weight reconstruction from the calibration Hessian."""
+    """Second-order pruning with weight reconstruction from the calibration Hessian.
+
+    Computes in float32 as the paper does; ``precision="float64"`` for every layer, and a
+    layer whose dampened Hessian float32 cannot factor is redone in float64 on its own.
+    """
 
     blocksize: int = 128
     percdamp: float = 0.01
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.precision not in ("float32", "float64"):
+            raise PruningError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
 
     @property
     def needs_calibration(self) -> bool:
@@ -154,6 +184,8 @@ def from_spec(spec: Any, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.T
     >>> from pruneops.recipe import PruneSpec
     >>> from_spec(PruneSpec(method="wanda", pattern="2:4"))
     WandaConfig(sparsity=0.5, pattern='2:4', scope='layer')
+    >>> from_spec(PruneSpec(method="wanda", sparsity=0.5))
+    WandaConfig(sparsity=0.5, pattern='unstructured', scope='row')
     """
     cls = _BY_METHOD[spec.method]
     kwargs: dict[str, Any] = {"sparsity": spec.sparsity, "pattern": spec.pattern, "scope": spec.scope}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from pruneops.pruning.masks import as_rows, nm_mask, prune_count
+from pruneops.pruning.masks import as_rows, prune_count
 
 
 def magnitude(weight: torch.Tensor, norm: int = 1) -> torch.Tensor:
@@ -52,64 +52,67 @@ def sparsegpt(
     nm: tuple[int, int] | None = None,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT (Frantar & Alistarh, 2023): OBS pruning with reconstruction of the kept weights.
 
-    ``hessian`` is ``2/n * X^T X`` of the layer's inputs (columns as in :func:`as_rows`).
-    Columns are processed in blocks; in each block the weights with the lowest
-    ``w² / [H^-1]_jj²`` are removed and the error is pushed onto the not-yet-processed
-    columns through the inverse Hessian's Cholesky factor. Returns ``(new_weight, mask)``;
-    exactly ``round(sparsity * numel)`` weights are removed (or exactly N of every M kept).
+    ``hessian`` is ``2/n * X^T X`` of the layer's inputs (columns as in :func:`as_rows`),
+    dampened by ``percdamp`` of its mean diagonal (the paper's 1%). Columns are processed in
+    blocks; in each block the weights with the lowest ``w² / [H^-1]_jj²`` are removed and the
+    error is pushed onto the not-yet-processed columns through the inverse Hessian's
+    Cholesky factor. Computes in ``dtype`` (float32, as the paper; float64 for a layer whose
+    Hessian float32 cannot factor). Returns ``(new_weight, mask)``; exactly
+    ``round(sparsity * numel)`` weights are removed (or exactly N of every M kept).
+    Raises ``torch.linalg.LinAlgError`` when the dampened Hessian is not positive definite.
+
+    >>> w = torch.tensor([[1.0, -0.1, 0.5, 2.0]])
+    >>> new, mask = sparsegpt(w, torch.eye(4), 0.5)
+    >>> mask.tolist()
+    [[True, False, False, True]]
     """
-    shape, dtype = weight.shape, weight.dtype
-    w = as_rows(weight).detach().clone().double()
+    shape = weight.shape
+    w = as_rows(weight).detach().to(dtype, copy=True)
     rows, cols = w.shape
     if nm is not None and (blocksize % nm[1] or cols % nm[1]):
         raise ValueError(f"input dimension {cols} and block size {blocksize} must be multiples of {nm[1]}")
-    h = hessian.detach().clone().double()
+    h = hessian.detach().to(dtype, copy=True)
     # Inputs that were always zero on the calibration data give a singular Hessian; a unit
     # diagonal keeps it invertible. Their weights are ranked like any other, not zeroed:
     # they may be alive on other data, and zeroing them would overshoot the sparsity.
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    damp = percdamp * torch.mean(torch.diag(h))
-    h += damp * torch.eye(cols, dtype=h.dtype)
+    h.diagonal().add_(percdamp * torch.mean(torch.diag(h)))
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
 
     mask = torch.ones_like(w, dtype=torch.bool)
     total_remove = prune_count(w.numel(), sparsity)
     for start in range(0, cols, blocksize):
         end = min(start + blocksize, cols)
-        w1 = w[:, start:end].clone()
+        w1 = w[:, start:end]  # a view: updates land in w
         hinv1 = hinv[start:end, start:end]
-        err1 = torch.zeros_like(w1)
+        diag1 = torch.diag(hinv1)
+        keep1 = mask[:, start:end]
+        err1 = torch.empty_like(w1)
         if nm is None:
-            saliency = w1.pow(2) / torch.diag(hinv1).reshape(1, -1).pow(2)
             # Spread the exact total over blocks so every block removes its share.
             remove = prune_count(rows * end, sparsity) - prune_count(rows * start, sparsity)
             remove = min(remove, total_remove)
-            block_keep = torch.ones_like(w1, dtype=torch.bool)
             if remove:
-                flat = block_keep.reshape(-1)
-                flat[torch.topk(saliency.reshape(-1), remove, largest=False).indices] = False
-        else:
-            block_keep = torch.ones_like(w1, dtype=torch.bool)
+                saliency = w1.pow(2) / diag1.reshape(1, -1).pow(2)
+                drop = torch.topk(saliency.reshape(-1), remove, largest=False).indices
+                keep1[drop // (end - start), drop % (end - start)] = False
         for i in range(end - start):
             if nm is not None and i % nm[1] == 0:
                 # N:M groups are chosen as the loop reaches them, from weights already
                 # updated by the errors of earlier columns (as in the paper).
-                group = w1[:, i : i + nm[1]].pow(2) / torch.diag(hinv1)[i : i + nm[1]].reshape(1, -1).pow(2)
-                block_keep[:, i : i + nm[1]] = nm_mask(group, nm[0], nm[1])
-            column = w1[:, i]
-            d = hinv1[i, i]
-            q = column.clone()
-            q[~block_keep[:, i]] = 0
-            err = (column - q) / d
-            w1[:, i:] -= err.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
-            w1[:, i] = q
+                group = w1[:, i : i + nm[1]].pow(2) / diag1[i : i + nm[1]].reshape(1, -1).pow(2)
+                drop = torch.topk(group, nm[1] - nm[0], dim=1, largest=False).indices
+                keep1[:, i : i + nm[1]].scatter_(1, drop, False)
+            # The pruned weights' error, spread over the block's later columns; the pruned
+            # column itself ends at exactly zero.
+            err = w1[:, i] * ~keep1[:, i] / diag1[i]
+            w1[:, i:].sub_(err.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0))
             err1[:, i] = err
-        w[:, start:end] = w1
-        mask[:, start:end] = block_keep
-        w[:, end:] -= err1 @ hinv[start:end, end:]
+        w[:, end:].sub_(err1 @ hinv[start:end, end:])
     w[~mask] = 0
-    return w.to(dtype).reshape(shape), mask.reshape(shape)
+    return w.to(weight.dtype).reshape(shape), mask.reshape(shape)

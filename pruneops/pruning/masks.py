@@ -36,6 +36,21 @@ def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask.reshape(scores.shape)
 
 
+def row_topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Remove the ``round(sparsity * inputs)`` lowest scores of every output row (Wanda's
+    per-output comparison group): each row ends exactly as sparse as the others.
+
+    >>> row_topk_mask(torch.tensor([[3.0, 1.0], [9.0, 8.0]]), 0.5).tolist()
+    [[True, False], [True, False]]
+    """
+    rows = as_rows(scores)
+    remove = prune_count(rows.shape[1], sparsity)
+    mask = torch.ones_like(rows, dtype=torch.bool)
+    if remove:
+        mask.scatter_(1, torch.topk(rows, remove, dim=1, largest=False, sorted=False).indices, False)
+    return mask.reshape(scores.shape)
+
+
 def global_topk_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
     """One threshold over every layer: remove the lowest ``sparsity`` share of all scores together.
 

@@ -80,6 +80,8 @@ def test_sha256_changes_with_content() -> None:
         ({"prune": {"pattern": "2:4", "sparsity": 0.3}}, "implies sparsity 0.5, got 0.3"),
         ({"prune": {"pattern": "channels"}}, "needs a sparsity in (0, 1)"),
         ({"prune": {"sparsity": 0.5, "scope": "global", "pattern": "channels"}}, "scope: global applies only"),
+        ({"prune": {"sparsity": 0.5, "scope": "row", "pattern": "heads"}}, "scope: row applies only"),
+        ({"prune": {"method": "sparsegpt", "sparsity": 0.5, "scope": "row"}}, "sparsegpt prunes layer by layer"),
         ({"prune": {"sparsity": 0.5, "schedule": {"steps": 3}}}, "use kind: iterative"),
         ({"prune": {"sparsity": 0.5}, "validate": {"runtimes": ["torch-sparse"]}}, "torch-sparse needs target: cuda"),
         ({"prune": {"sparsity": 0.5}, "validate": {"runtimes": ["tensorrt"]}}, "validate.runtimes.0: Input should be"),

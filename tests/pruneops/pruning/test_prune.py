@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -72,9 +73,46 @@ def test_requested_sparsity_met_per_layer(
     config_type: type[PruneConfig], sparsity: float, model: nn.Module, labelled: list
 ) -> None:
     # Weights that trained to exactly zero would count twice; the baseline has none.
-    report = prune_(model, config_type(sparsity=sparsity), calibration=labelled)
+    config = config_type(sparsity=sparsity)
+    report = prune_(model, config, calibration=labelled)
     for layer in report.layers:
-        assert abs(layer.zeros - sparsity * layer.numel) <= 1, (layer.name, layer.zeros, layer.numel)
+        if config.scope == "row":  # every output row loses round(sparsity * inputs)
+            rows = model.get_submodule(layer.name).weight.flatten(1)
+            per_row = (rows == 0).sum(dim=1)
+            assert per_row.tolist() == [round(sparsity * rows.shape[1])] * rows.shape[0], layer.name
+        else:
+            assert abs(layer.zeros - sparsity * layer.numel) <= 1, (layer.name, layer.zeros, layer.numel)
+
+
+def test_wanda_compares_within_rows_by_default_and_per_layer_on_request(model: nn.Module, labelled: list) -> None:
+    calibration = [x for x, _ in labelled]
+    assert WandaConfig(sparsity=0.5).scope == "row" and WandaConfig(pattern="2:4").scope == "layer"
+    layered = copy.deepcopy(model)
+    prune_(model, WandaConfig(sparsity=0.5), calibration=calibration)
+    prune_(layered, WandaConfig(sparsity=0.5, scope="layer"), calibration=calibration)
+    by_row = (model.classifier[1].weight == 0).float().mean(dim=1)
+    by_layer = (layered.classifier[1].weight == 0).float().mean(dim=1)
+    assert float(by_row.min()) == float(by_row.max()) == 0.5
+    assert float(by_layer.max() - by_layer.min()) > 0.1  # one ranking for the layer: rows differ
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (lambda: MagnitudeConfig(sparsity=0.5, pattern="channels", scope="row"), "only to unstructured"),
+        (lambda: SparseGPTConfig(sparsity=0.5, precision="float16"), "precision must be"),
+    ],
+)
+def test_configs_refuse_scopes_and_precisions_they_cannot_honour(config: Any, message: str) -> None:
+    with pytest.raises(PruningError, match=message):
+        config()
+
+
+def test_sparsegpt_refuses_row_scope_before_touching_the_model(model: nn.Module, labelled: list) -> None:
+    before = copy.deepcopy(model)
+    with pytest.raises(PruningError, match="layer by layer"):
+        prune_(model, SparseGPTConfig(sparsity=0.5, scope="row"), calibration=[x for x, _ in labelled])
+    assert state_equal(model, before)
 
 
 def test_global_scope_meets_total_not_per_layer(model: nn.Module) -> None:
