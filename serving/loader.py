@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ from pruneops.probe import Probe, check_outputs
 from pruneops.registry import Registry
 
 DEVICES = ("cpu", "cuda")
+#: A batch whose expected run time is under this runs on the server's event loop: a thread
+#: hop costs more than a small model's whole inference, and the loop is blocked no longer
+#: than this (``ServedVersion.inline_rows``).
+INLINE_BUDGET_S = 0.001
 #: ONNX input types the server takes, as V2 datatypes and numpy dtypes (token ids are int64).
 INPUT_TYPES = {"tensor(float)": ("FP32", np.float32), "tensor(int64)": ("INT64", np.int64)}
 _NUMPY_TYPES = {v2: np.dtype(dtype) for v2, dtype in INPUT_TYPES.values()}
@@ -58,6 +63,7 @@ class ServedVersion:
     tags: dict[str, str] = field(default_factory=dict)
     output_shape: tuple[int, ...] = ()  # without the batch dimension, from the probe
     input_datatype: str = "FP32"  # the V2 datatype of the input: FP32, or INT64 for token ids
+    inline_rows: int = 0  # batches up to this many rows run on the event loop (see INLINE_BUDGET_S)
 
     @property
     def input_dtype(self) -> np.dtype[Any]:
@@ -122,10 +128,26 @@ def load_version(
     inputs = np.ascontiguousarray(probe.inputs, dtype=dtype)
     # Warm the path live traffic takes (one row at a time, as most clients send): a cold first
     # request is slow enough to fail a challenger's latency analysis on its own.
-    for _ in range(max(warmup, 1)):
-        served.run(inputs[:1])
+    one_row = min(_timed(served, inputs[:1]) for _ in range(max(warmup, 1)))
     check_outputs(probe, served.run(inputs), what, expected_shape=output_shape)
+    if runtime != "torch-sparse":  # a GPU run waits for the device: always off the loop
+        served.inline_rows = inline_rows(one_row)
     return served
+
+
+def inline_rows(one_row_s: float, budget_s: float = INLINE_BUDGET_S) -> int:
+    """How many rows may run on the event loop, from a warm one-row run time (rows cost at most linearly).
+
+    >>> inline_rows(0.0001), inline_rows(0.002)
+    (10, 0)
+    """
+    return int(budget_s / one_row_s) if one_row_s > 0 else 0
+
+
+def _timed(served: ServedVersion, batch: np.ndarray) -> float:
+    started = time.perf_counter()
+    served.run(batch)
+    return time.perf_counter() - started
 
 
 def _onnx_session(onnx_path: Path, device: str, what: str) -> Any:

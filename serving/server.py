@@ -9,7 +9,9 @@ outputs recorded at registration) off the request path, then swapped in by repla
 reference: requests already running finish on the version they started with. A version that
 fails any step is refused once, counted in ``pruneops_model_load_failures_total{reason}``,
 and never retried; the old version keeps serving. If the served model ever goes missing
-from the server's repository, the follower puts it back.
+from the server's repository, the follower puts it back. The version last replaced stays
+loaded (one, at the cost of its memory), and so does the challenger: a rollback to the
+previous version, or the challenger's promotion, is a swap with no download.
 
 Optional challenger: ``canary`` sends that fraction of requests to ``NAME@challenger``;
 ``shadow`` answers from the champion, mirrors each request to the challenger off the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import random
 import threading
@@ -99,6 +102,7 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         self.canary, self.shadow, self.device, self.max_batch = canary, shadow, device, max_batch
         self.current: ServedVersion | None = None
         self.challenger: ServedVersion | None = None
+        self._standby: ServedVersion | None = None  # the version last replaced on ``alias``
         self.repository: Any = None  # KServe's ModelRepository serving this model (set by serving.app)
         self._refresh_lock = threading.Lock()
         self._agreement_lock = threading.Lock()
@@ -153,7 +157,9 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
             return None if optional else served
         interface = self.current.output_shape if self.current is not None else None
         try:
-            fresh = load_version(self.registry, self.name, target, alias, device=self.device, output_shape=interface)
+            fresh = self._loaded(target, alias, interface) or load_version(
+                self.registry, self.name, target, alias, device=self.device, output_shape=interface
+            )
         except Exception as err:  # noqa: BLE001 - any failure keeps the old version serving
             reason = failure_reason(err)
             if reason != "registry":  # an unreachable registry is tried again; a bad version is not
@@ -170,11 +176,26 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         self.metrics.swaps.labels(model=self.name, alias=alias).inc()
         if served is not None:
             self.metrics.model_info.remove(*self._info_labels(served))
+        if alias == self.alias and served is not None:
+            self._standby = served  # the version a rollback returns to, kept loaded
         if alias == CHALLENGER:
             self._reset_agreement(fresh.version)
         self.metrics.model_info.labels(*self._info_labels(fresh)).set(1)
         log.info("%s@%s now v%s", self.name, alias, fresh.version)
         return fresh
+
+    def _loaded(self, version: str, alias: str, interface: tuple[int, ...] | None) -> ServedVersion | None:
+        """``version`` if this server holds it loaded already (the challenger being promoted, or
+        the version just replaced, which a rollback returns to): swapped in without a download.
+
+        It was verified, warmed up and smoke-tested when it was loaded; it must still give
+        clients the outputs they get now.
+        """
+        for held in (self.current, self.challenger, self._standby):
+            if held is not None and held.version == version and (interface is None or held.output_shape == interface):
+                log.info("%s v%s is loaded already: swapping it in as %s without a download", self.name, version, alias)
+                return dataclasses.replace(held, alias=alias)
+        return None
 
     def _info_labels(self, served: ServedVersion) -> list[str]:
         return [self.name, served.alias, served.version, served.tag("method") or "dense",
@@ -199,7 +220,10 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
             served = self.challenger
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(None, served.run, batch)
+            if len(batch) <= served.inline_rows:  # cheaper than the thread hop; see INLINE_BUDGET_S
+                result = served.run(batch)
+            else:
+                result = await loop.run_in_executor(None, served.run, batch)
         except Exception as err:
             # ONNX Runtime's InvalidArgument: the input's values (a token id out of range), the client's fault.
             if type(err).__name__ == "InvalidArgument":

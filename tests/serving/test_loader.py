@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from kserve import InferInput, InferRequest
+from prometheus_client import CollectorRegistry
 
+from monitoring.metrics import ServerMetrics
 from pruneops.errors import ModelFormatError, RuntimeUnavailable
 from pruneops.modelio import save_model
 from pruneops.registry import Registry
 from pruneops.runtimes.torch_runtime import TorchRuntime
 from pruneops.tasks.digits import build, task
-from serving.loader import TorchSparseSession, _Port, load_version
+from serving.loader import ServedVersion, TorchSparseSession, _Port, inline_rows, load_version
+from serving.server import RegistryModel
 
 
 def register(runtime: str) -> tuple[Registry, str]:
@@ -93,3 +99,38 @@ def test_torch_sparse_serves_on_a_gpu() -> None:
     with torch.no_grad():
         expected = model(batch).numpy()
     np.testing.assert_allclose(served.run(batch.numpy()), expected, rtol=5e-2, atol=5e-2)
+
+
+def test_a_small_model_runs_on_the_event_loop_and_a_slow_one_off_it() -> None:
+    # The thread hop costs more than the tiny model's inference: batches within the budget
+    # run inline. A model slower than the budget never blocks the loop.
+    registry, version = register("onnxruntime")
+    served = load_version(registry, "tiny", version, alias="champion")
+    assert served.inline_rows >= 1
+    assert inline_rows(0.01) == 0
+
+    class Slow:
+        def run(self, _names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            time.sleep(0.3)
+            return [np.zeros((len(feed["x"]), 10), np.float32)]
+
+    model = RegistryModel("tiny", registry, ServerMetrics(CollectorRegistry()))
+    model.current = ServedVersion("tiny", version, "champion", Slow(), "x", [None, 1, 8, 8], "output",
+                                  output_shape=(10,), inline_rows=0)  # fmt: skip
+    request = InferRequest("tiny", [InferInput("x", [1, 1, 8, 8], "FP32", data=[0.5] * 64)])
+
+    async def predict_while_ticking() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task_ = asyncio.ensure_future(ticker())
+        await model.predict(request)
+        task_.cancel()
+        return ticks
+
+    assert asyncio.run(predict_while_ticking()) >= 10  # the loop kept running during the 0.3 s inference

@@ -258,6 +258,42 @@ def test_canary_routes_the_configured_share(stack: Stack, registry: Registry) ->
         registry.remove_alias("digits", "challenger", "canary test done")
 
 
+def test_promotion_and_rollback_swap_loaded_versions_without_a_download(
+    stack: Stack, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The challenger, once promoted, and the version it replaced (the rollback target) are
+    held loaded: both moves are swaps with no download, so a rollback is as fast as a poll."""
+    from prometheus_client import CollectorRegistry
+
+    import serving.server
+    from monitoring.metrics import ServerMetrics
+    from serving.server import RegistryModel
+
+    loads: list[str] = []
+    real_load = serving.server.load_version
+
+    def counted(registry_: Registry, name: str, ref: str, *args: object, **kwargs: object) -> object:
+        loads.append(ref)
+        return real_load(registry_, name, ref, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(serving.server, "load_version", counted)
+    baseline, small = stack.versions["baseline"], stack.versions["small"]
+    registry.set_alias("digits", "challenger", small, "promotion test")
+    try:
+        model = RegistryModel("digits", registry, ServerMetrics(CollectorRegistry()), canary=0.5)
+        assert model.load() and loads == [baseline, small]
+        registry.set_alias("digits", "champion", small, "promotion test")
+        model.refresh()
+        assert model.current is not None and (model.current.version, model.current.alias) == (small, "champion")
+        registry.set_alias("digits", "champion", baseline, "rollback test")
+        model.refresh()
+        assert model.current is not None and (model.current.version, model.current.alias) == (baseline, "champion")
+        assert loads == [baseline, small]  # neither move downloaded anything
+    finally:
+        registry.set_alias("digits", "champion", baseline, "promotion test done")
+        registry.remove_alias("digits", "challenger", "promotion test done")
+
+
 def test_drift_samples_binary_extension_requests(stack: Stack) -> None:
     """tritonclient's default encoding (V2's binary tensor extension) is sampled like JSON."""
     client = triton.InferenceServerClient(stack.sidecar.removeprefix("http://"))
