@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from monitoring.localstack import LocalStack
+from monitoring.prom import PromQuery
 from pruneops.export import export_registered
 from pruneops.mlmodel import ONNX_FILE
 from pruneops.registry import Registry
@@ -209,6 +210,20 @@ def _monotonic_of(iso: str) -> float:
     return time.monotonic() - (time.time() - datetime.fromisoformat(iso).timestamp())
 
 
+def wait_for_p99(prometheus: PromQuery, model: str, version: str, timeout: float) -> None:
+    """Wait until Prometheus has ``version``'s 1h p99 (the regression alert's baseline).
+
+    For example ``wait_for_p99(PromQuery(stack.url("prometheus")), "digits", "2", 60)`` with a
+    running :class:`LocalStack`; raises ``TimeoutError`` when none appears within ``timeout``.
+    """
+    query = f'model_version:pruneops_request_duration_seconds:p99_1h{{model="{model}",version="{version}"}}'
+    deadline = time.monotonic() + timeout
+    while not prometheus.vector(query):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Prometheus had no p99 for {model} v{version} within {timeout:g}s")
+        time.sleep(0.5)
+
+
 @dataclass(frozen=True)
 class LoopReport:
     """What the closed loop did: the analysis promotion (if there was a challenger) and the drill."""
@@ -247,9 +262,9 @@ def closed_loop(
                     raise TimeoutError(f"analysis did not promote v{challenger} within {timeout:g}s")
                 promoted_after = time.monotonic() - started
                 traffic.wait_for(challenger, time.monotonic(), 30)
-            # The regression alert compares with the previous version's recent p99: let the
-            # champion serve long enough to have one.
-            time.sleep(15)
+            # The regression alert compares with the previous version's recent p99: wait until
+            # the champion has one (at once for a challenger that served canary traffic).
+            wait_for_p99(PromQuery(stack.url("prometheus")), model, registry.aliases(model)["champion"], timeout)
             result = run_drill(registry, model, traffic, timeout)
             if while_up is not None:
                 while_up(stack)
