@@ -1,9 +1,18 @@
-"""What the sidecar adds: the same load direct to the model server and through the sidecar.
+"""The model server and the sidecar against their peers: plain KServe, nginx, a bare Python proxy.
 
-Starts the model server (digits, ONNX Runtime), the sidecar and a bare Python proxy
-(``benchmarks/bare_proxy.py``, the floor for any Python hop) as processes on loopback, then
-drives ``--clients`` keep-alive connections (V2 JSON, batch 1) in rounds that visit every
-path in rotating order, so all see the same machine conditions.
+Starts, as processes on loopback, the model server (``pruneops serve``, digits on ONNX
+Runtime) and four peers or proxies:
+
+- ``kserve``: a plain ``kserve.Model`` + ONNX Runtime server on the same ONNX file
+  (``benchmarks/kserve_peer.py``), what a team would write instead of ``pruneops serve``;
+- ``sidecar``: ``pruneops sidecar`` in front of the model server;
+- ``nginx``: Debian's nginx as a plain reverse proxy in front of it (one worker, keep-alive
+  upstream, no access log): the proxy a team would put there instead;
+- ``bare``: ``benchmarks/bare_proxy.py``, the floor for any Python hop.
+
+Then it drives ``--clients`` keep-alive connections (V2 JSON, batch 1) in rounds that visit
+every path in rotating order, so all see the same machine conditions, and reads each
+front process's CPU (user + system, from /proc) per request it answered.
 
 Two kinds of load:
 
@@ -23,8 +32,13 @@ proxy. Drift costs about 0.9 s of CPU per computation (``benchmarks/drift_window
 which on 2 shared cores shows up in everyone's tail latency; ``--drift-interval 30``
 measures with it.
 
-Run: ``.venv/bin/python benchmarks/serving_overhead.py``. On 2 cores the load generator, the
-server and the sidecar share the CPUs, which the figures include.
+Goals (issue 19): ``pruneops serve`` at >= 0.9x the peer's closed-loop requests/s
+(``server_vs_kserve``), and the sidecar at <= 2x nginx's CPU per request with an added p50
+no more than nginx's + 0.3 ms (``sidecar_vs_nginx``).
+
+Run: ``.venv/bin/python benchmarks/serving_overhead.py`` (needs ``nginx``: ``apt-get install
+nginx-light``; about 8 minutes). On 2 cores the load generator, the servers and the proxies
+share the CPUs, which the figures include.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,7 +141,45 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-PATHS = ("direct", "sidecar", "bare")
+#: ``direct``: ``pruneops serve``; ``kserve``: the peer server (benchmarks/kserve_peer.py) on the
+#: same ONNX file; ``sidecar``, ``nginx`` and ``bare``: proxies in front of ``direct``.
+PATHS = ("direct", "kserve", "sidecar", "nginx", "bare")
+PROXIES = ("sidecar", "nginx", "bare")
+
+NGINX_CONF = """daemon off;
+master_process off;
+worker_processes 1;
+pid {home}/nginx.pid;
+error_log {home}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {home}/nginx-body;
+    proxy_temp_path {home}/nginx-proxy;
+    fastcgi_temp_path {home}/nginx-fastcgi;
+    uwsgi_temp_path {home}/nginx-uwsgi;
+    scgi_temp_path {home}/nginx-scgi;
+    upstream model {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://model;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(home: str, upstream: int, port: int) -> subprocess.Popen[bytes]:
+    """Debian's nginx as a plain reverse proxy: one process (one worker), keep-alive upstream, no log."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise SystemExit("nginx is not installed: apt-get install nginx-light (the peer proxy)")
+    conf = Path(home) / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(home=home, upstream=upstream, port=port))
+    return subprocess.Popen([nginx, "-p", home, "-c", str(conf), "-e", f"{home}/nginx-error.log"])
 
 
 def compare(
@@ -146,7 +199,8 @@ def compare(
     round_p99: dict[str, list[float]] = {name: [] for name in PATHS}
     cpu = dict.fromkeys(pids, 0.0)
     for index in range(args.rounds):
-        for name in PATHS[index % 3 :] + PATHS[: index % 3]:  # each path goes first, second and last in turn
+        turn = index % len(PATHS)
+        for name in PATHS[turn:] + PATHS[:turn]:  # each path takes every place in the order in turn
             cpu_before = cpu_seconds(pids[name]) if name in pids else 0.0
             latencies, failed = asyncio.run(round_of(ports[name], args.clients, args.seconds, rate))
             if name in pids:
@@ -160,7 +214,7 @@ def compare(
     result: dict[str, Any] = {"load": result_load(rate)}
     for name in PATHS:
         result[name] = stats(samples[name], seconds) | {"errors": errors[name]}
-    for name in PATHS[1:]:
+    for name in PROXIES:
         added: dict[str, Any] = {}
         for key in ("p50", "p90", "p99"):
             added[f"added_{key}_ms"] = result[name][f"{key}_ms"] - result["direct"][f"{key}_ms"]
@@ -170,7 +224,18 @@ def compare(
             added[f"added_{key}_ms_per_round"] = per_round
             added[f"added_{key}_ms_median_of_rounds"] = float(np.median(per_round))
         result[f"{name}_vs_direct"] = added
-    result["cpu_ms_per_request"] = {name: used * 1000 / max(1, len(samples[name])) for name, used in cpu.items()}
+    per_request = {name: used * 1000 / max(1, len(samples[name])) for name, used in cpu.items()}
+    result["cpu_ms_per_request"] = per_request
+    result["server_vs_kserve"] = {
+        "rps_ratio": result["direct"]["rps"] / result["kserve"]["rps"],
+        "cpu_ratio": per_request["direct"] / per_request["kserve"],
+        "p99_ratio": result["direct"]["p99_ms"] / result["kserve"]["p99_ms"],
+    }
+    result["sidecar_vs_nginx"] = {
+        "cpu_ratio": per_request["sidecar"] / per_request["nginx"],
+        "added_p50_ms_minus_nginx": result["sidecar_vs_direct"]["added_p50_ms_median_of_rounds"]
+        - result["nginx_vs_direct"]["added_p50_ms_median_of_rounds"],
+    }
     return result
 
 
@@ -188,7 +253,8 @@ def main() -> None:
     env = {**os.environ, "PRUNEOPS_HOME": home, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     subprocess.run([sys.executable, "-m", "pruneops.cli", "init-demo"], env=env, check=True, capture_output=True)
-    ports = {"direct": free_port(), "sidecar": free_port(), "bare": free_port()}
+    ports = {name: free_port() for name in PATHS}
+    onnx = next(Path(home).rglob("model.onnx"))  # v1 of the demo model, as the registry holds it
     cli = [sys.executable, "-m", "pruneops.cli"]
     server = subprocess.Popen([*cli, "serve", "--model", "digits", "--port", str(ports["direct"])], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -198,11 +264,17 @@ def main() -> None:
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     bare = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_proxy.py")),
                              f"http://127.0.0.1:{ports['direct']}", str(ports["bare"])], env=env)  # fmt: skip
+    peer = subprocess.Popen([sys.executable, str(Path(__file__).with_name("kserve_peer.py")), str(onnx),
+                             str(ports["kserve"])], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    nginx = start_nginx(home, ports["direct"], ports["nginx"])
     try:
         wait_http(f"http://127.0.0.1:{ports['direct']}/v2/health/ready", server, timeout=120)
+        wait_http(f"http://127.0.0.1:{ports['kserve']}/v2/health/ready", peer, timeout=120)
+        wait_http(f"http://127.0.0.1:{ports['nginx']}/v2/health/ready", nginx, timeout=60)
         wait_http(f"http://127.0.0.1:{ports['sidecar']}/metrics", sidecar, timeout=120)
         wait_http(f"http://127.0.0.1:{ports['bare']}/v2/health/ready", bare, timeout=60)
-        pids = {"sidecar": sidecar.pid, "bare": bare.pid}
+        pids = {"direct": server.pid, "kserve": peer.pid, "sidecar": sidecar.pid, "nginx": nginx.pid, "bare": bare.pid}
         for name in PATHS:  # warm up every path
             asyncio.run(round_of(ports[name], args.clients, 2.0, None))
         result: dict[str, Any] = {
@@ -221,7 +293,7 @@ def main() -> None:
         (args.out / "serving_overhead.json").write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
     finally:
-        for process in (bare, sidecar, server):
+        for process in (nginx, peer, bare, sidecar, server):
             process.terminate()
             process.wait(timeout=20)
 

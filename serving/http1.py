@@ -109,17 +109,17 @@ def error_reply(status: int, message: str, retry_after: int | None = None) -> Re
     return Reply(status, headers, json.dumps({"error": message}).encode())
 
 
+#: "HTTP/1.1 200 OK" for every status Python knows, built once (an enum lookup per reply showed in profiles).
+_STATUS_LINES = {status.value: b"HTTP/1.1 %d %s" % (status.value, status.phrase.encode()) for status in HTTPStatus}
+
+
 def encode_reply(reply: Reply, keep_alive: bool, head_only: bool = False) -> bytes:
     """The reply as HTTP/1.1 bytes; a reply to HEAD keeps the upstream's Content-Length and has no body.
 
     >>> encode_reply(Reply(200, [], b"ok"), keep_alive=False)
     b'HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\nconnection: close\\r\\n\\r\\nok'
     """
-    try:
-        phrase = HTTPStatus(reply.status).phrase.encode()
-    except ValueError:
-        phrase = b"Unknown"
-    lines = [b"HTTP/1.1 %d %s" % (reply.status, phrase)]
+    lines = [_STATUS_LINES.get(reply.status) or b"HTTP/1.1 %d Unknown" % reply.status]
     lines += [name + b": " + value for name, value in reply.headers if name not in HOP_HEADERS]
     if head_only:
         length = reply.header(b"content-length")
@@ -239,6 +239,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, handler: Handler, shared: _Shared) -> None:
         self.handler, self.shared, self.limits = handler, shared, shared.limits
+        # Looked up once: in Python 3.11 each asyncio.get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self.parser: Any = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.queue: deque[Request | Reply] = deque()  # a Reply here is a final error, then close
@@ -382,7 +384,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
             self.paused = True
         if self.worker is None:
-            self.worker = asyncio.get_running_loop().create_task(self._answer())
+            self.worker = self.loop.create_task(self._answer())
 
     async def _answer(self) -> None:
         transport = self.transport
@@ -408,7 +410,7 @@ class _Connection(asyncio.Protocol):
         finally:
             self.worker = None
             if self.phase == _IDLE:
-                self.phase_since = asyncio.get_running_loop().time()
+                self.phase_since = self.loop.time()
 
     async def _handle(self, request: Request) -> Reply:
         try:
@@ -426,12 +428,12 @@ class _Connection(asyncio.Protocol):
     # -- deadlines: one timer per connection, ticking at half the shortest deadline (no timer per
     # request on the hot path); each tick checks the deadline of what the connection waits for.
     def _enter(self, phase: str) -> None:
-        self.phase, self.phase_since = phase, asyncio.get_running_loop().time()
+        self.phase, self.phase_since = phase, self.loop.time()
 
     def _arm_timer(self) -> None:
         limits = self.limits
         period = max(0.1, min(limits.header_timeout, limits.body_timeout, limits.idle_timeout) / 2)
-        self.timer = asyncio.get_running_loop().call_later(period, self._tick)
+        self.timer = self.loop.call_later(period, self._tick)
 
     def _timeout(self) -> float:
         limits = self.limits
@@ -440,7 +442,7 @@ class _Connection(asyncio.Protocol):
     def _tick(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        waited = asyncio.get_running_loop().time() - self.phase_since
+        waited = self.loop.time() - self.phase_since
         if self.worker is not None or waited < self._timeout():
             self._arm_timer()  # answering, or still within the deadline
         elif self.phase == _IDLE:
