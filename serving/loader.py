@@ -128,11 +128,25 @@ def load_version(
     inputs = np.ascontiguousarray(probe.inputs, dtype=dtype)
     # Warm the path live traffic takes (one row at a time, as most clients send): a cold first
     # request is slow enough to fail a challenger's latency analysis on its own.
-    one_row = min(_timed(served, inputs[:1]) for _ in range(max(warmup, 1)))
+    one_row = _one_row_seconds(served, inputs[:1], max(warmup, 1))
     check_outputs(probe, served.run(inputs), what, expected_shape=output_shape)
     if runtime != "torch-sparse":  # a GPU run waits for the device: always off the loop
         served.inline_rows = inline_rows(one_row)
     return served
+
+
+def _one_row_seconds(served: ServedVersion, row: np.ndarray, warmup: int, runs: int = 20) -> float:
+    """The fastest of up to ``runs`` one-row runs (after ``warmup``): what the model costs on a quiet core.
+
+    The fastest, not the mean: a version is often loaded while other processes start (or a
+    pod's neighbours are busy), and a slow first few runs sent a 50 µs model through the
+    executor for its whole life, where each thread hop can wait 5 ms for the GIL. A model
+    clearly over the budget stops after the warm-up.
+    """
+    times = [_timed(served, row) for _ in range(warmup)]
+    while len(times) < runs and min(times) <= 10 * INLINE_BUDGET_S:
+        times.append(_timed(served, row))
+    return min(times)
 
 
 def inline_rows(one_row_s: float, budget_s: float = INLINE_BUDGET_S) -> int:

@@ -181,7 +181,8 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         if alias == CHALLENGER:
             self._reset_agreement(fresh.version)
         self.metrics.model_info.labels(*self._info_labels(fresh)).set(1)
-        log.info("%s@%s now v%s", self.name, alias, fresh.version)
+        log.info("%s@%s now v%s (batches up to %d rows run on the event loop)", self.name, alias, fresh.version,
+                 fresh.inline_rows)  # fmt: skip
         return fresh
 
     def _loaded(self, version: str, alias: str, interface: tuple[int, ...] | None) -> ServedVersion | None:
