@@ -101,8 +101,9 @@ def analyse(
         return Analysis("inconclusive", (f"no data for {', '.join(missing)}",), figures)
     reasons = []
     ratio = figures["latency_ratio"] = ours / max(theirs, 1e-9)
-    if ratio > spec.max_latency_ratio:
-        reasons.append(f"p99 latency ratio {ratio:.2f} > {spec.max_latency_ratio}")
+    excess_ms = (ours - theirs) * 1000
+    if ratio > spec.max_latency_ratio and excess_ms > spec.min_latency_excess_ms:
+        reasons.append(f"p99 latency ratio {ratio:.2f} > {spec.max_latency_ratio} ({excess_ms:+.1f} ms)")
     if error_ratio > spec.max_error_ratio:
         reasons.append(f"error ratio {error_ratio:.3f} > {spec.max_error_ratio}")
     if drift > spec.max_drift_share:

@@ -150,6 +150,7 @@ class LocalStack:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _ready: dict[str, str] = field(default_factory=dict, init=False)  # process name -> its readiness path
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -167,7 +168,8 @@ class LocalStack:
                         env, "/v2/health/ready")  # fmt: skip
             self._spawn("sidecar", [*cli, "sidecar", "--upstream", self.url("server"), "--port",
                                     str(self.ports["sidecar"]), "--sample-every", "1",
-                                    "--drift-interval", str(self.drift_interval), "--drift-rows", "200"],
+                                    "--drift-interval", str(self.drift_interval), "--drift-rows", "200",
+                                    "--drift-min-rows", "100"],
                         env, "/metrics")  # fmt: skip
             self._spawn("controller", [*cli, "controller", "--model", self.model, "--port",
                                        str(self.ports["controller"]), "--prometheus", self.url("prometheus"),
@@ -189,15 +191,23 @@ class LocalStack:
                                        f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
                                        f"--web.listen-address=127.0.0.1:{self.ports['prometheus']}"],
                         env, "/-/ready")  # fmt: skip
+            self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], ready_path: str) -> None:
+        """Start ``name``; :meth:`start` waits for all of them to be ready once all are started."""
         log = self.workdir / f"{name}.log"
         self.processes[name] = subprocess.Popen(args, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        wait_http(self.url(name) + ready_path, self.processes[name], timeout=120, log=log)
+        self._ready[name] = ready_path
+
+    def _wait_ready(self) -> None:
+        # All five start at once and are waited for together: started one after another, the
+        # three Python processes' imports alone took about 10 s of a 2-core machine's minute.
+        for name, ready_path in self._ready.items():
+            wait_http(self.url(name) + ready_path, self.processes[name], timeout=120, log=self.workdir / f"{name}.log")
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):

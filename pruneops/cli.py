@@ -380,6 +380,7 @@ def sidecar_cmd(
         float, typer.Option(help="Seconds between drift computations against the registry's reference; 0 = off.")
     ] = 30.0,
     drift_rows: Annotated[int, typer.Option(help="Also compute drift after this many new sampled rows.")] = 1000,
+    drift_min_rows: Annotated[int, typer.Option(help="Sampled rows needed before drift is computed at all.")] = 200,
     host: HostOpt = "127.0.0.1",
     max_connections: Annotated[int, typer.Option(help="Client connections at once; more get 503.")] = 1024,
     buffer_mb: Annotated[int, typer.Option(help="MiB of request bodies held at once; past it 503.")] = 64,
@@ -397,7 +398,8 @@ def sidecar_cmd(
         from monitoring.drift import DriftWorker
 
         DriftWorker(sidecar.window, lambda: served_champion(sidecar.last_served), sidecar.registry,
-                    interval=drift_interval, every_rows=drift_rows, in_process=False).start()  # fmt: skip
+                    interval=drift_interval, every_rows=drift_rows, min_rows=drift_min_rows,
+                    in_process=False).start()  # fmt: skip
     sidecar.run(port, host)
 
 

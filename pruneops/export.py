@@ -78,6 +78,18 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, dynam
     except Exception as err:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
         first_line = _ANSI.sub("", str(err)).splitlines()[0] if str(err) else repr(err)
         raise ExportError(f"cannot export {type(model).__name__} to ONNX: {first_line}") from None
+    return describe_onnx(path)
+
+
+def describe_onnx(path: str | Path) -> ExportResult:
+    """Check an existing ONNX file and describe it: size and opset (:class:`ExportError` when invalid).
+
+    >>> describe_onnx("/nonexistent.onnx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ExportError: /nonexistent.onnx is not a valid ONNX model: ...
+    """
+    path = Path(path)
     proto = check_onnx(path)
     return ExportResult(path, path.stat().st_size, int(proto.opset_import[0].version))
 

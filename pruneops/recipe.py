@@ -223,6 +223,12 @@ class RolloutSpec(_Strict):
     """
 
     max_latency_ratio: float = Field(default=1.2, gt=0, description="challenger p99 / champion p99")
+    min_latency_excess_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="a p99 ratio over max_latency_ratio fails only if the challenger is also this many ms slower "
+        "(at a few ms, a p99 of a few hundred requests moves by more than any ratio from noise alone)",
+    )
     max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="challenger 5xx share of requests")
     max_drift_share: float = Field(default=0.5, ge=0, le=1)
     min_shadow_agreement: float = Field(default=0.95, ge=0, le=1, description="used when the server shadows")

@@ -251,3 +251,36 @@ def test_analysis_reads_only_this_installs_series() -> None:
     local = Recorded()
     analyse(local, "digits", "1", "2", FAST_SPEC)
     assert not any("namespace" in q for q in local.queries)
+
+
+@pytest.mark.parametrize(
+    ("challenger_p99", "excess_ms", "result"),
+    [
+        (0.008, 0.0, "failed"),  # 2x the champion's 4 ms: a ratio failure with no floor
+        (0.008, 5.0, "passed"),  # ...but only 4 ms slower: under a 5 ms floor, noise
+        (0.094, 5.0, "failed"),  # 90 ms slower: a regression whatever the floor
+    ],
+)
+def test_a_latency_ratio_fails_only_past_the_absolute_floor(
+    challenger_p99: float, excess_ms: float, result: str
+) -> None:
+    from monitoring.controller import analyse
+
+    class Figures(PromQuery):
+        """Prometheus's answers: champion v1 at 4 ms p99, challenger v2 as given, no faults, no drift."""
+
+        def __init__(self) -> None:
+            super().__init__("http://127.0.0.1:9")
+
+        def scalar(self, query: str) -> float | None:
+            if query.startswith("histogram_quantile"):
+                return challenger_p99 if 'version="2"' in query else 0.004
+            if "code=~" in query:
+                return 0.0
+            if query.startswith("sum(increase"):
+                return 500.0
+            return 0.1 if "drift_share" in query else None
+
+    spec = RolloutSpec(max_latency_ratio=1.5, min_latency_excess_ms=excess_ms, min_samples=100)
+    analysis = analyse(Figures(), "digits", "1", "2", spec)
+    assert analysis.result == result, analysis.reasons
