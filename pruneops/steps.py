@@ -162,6 +162,7 @@ def validate(
     """
     from pruneops.export import describe_onnx, export_onnx, parity
     from pruneops.gates import evaluate_gates
+    from pruneops.validate import measured_onnx
     from pruneops.validate import validate as run_validate
 
     task: Task = load_task(task_path)
@@ -170,8 +171,8 @@ def validate(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         report = run_validate(dense, candidate, task, recipe.validate_, workdir=scratch)
-        measured = Path(scratch) / "onnxruntime" / "candidate.onnx"
-        if measured.is_file():  # the very file ONNX Runtime was measured on ships (one export, not two)
+        measured = measured_onnx(scratch)
+        if measured is not None:  # the very file ONNX Runtime was measured on ships (one export, not two)
             shutil.copyfile(measured, out_dir / ONNX_FILE)
             exported = describe_onnx(out_dir / ONNX_FILE)
         else:

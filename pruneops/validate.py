@@ -166,6 +166,18 @@ def validate(
     return report
 
 
+def measured_onnx(workdir: str | Path) -> Path | None:
+    """The candidate's ONNX file that ONNX Runtime was measured on, in a :func:`validate` ``workdir``.
+
+    ``None`` when ONNX Runtime was not among the runtimes (or was unavailable).
+
+    >>> measured_onnx("/nonexistent") is None
+    True
+    """
+    path = Path(workdir) / "onnxruntime" / "candidate.onnx"  # _measure's folder, OnnxRuntime.load's name
+    return path if path.is_file() else None
+
+
 def _measure(
     runtime: Any, dense: nn.Module, candidate: nn.Module, task: Task, spec: ValidateSpec, folder: Path
 ) -> RuntimeResult:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 
 _NAME = r"[^/]+"
+#: The inference route, with the model's name as group ``model`` (the sidecar labels metrics with it).
+INFER_PATH = re.compile(rf"^/v2/models/(?P<model>{_NAME})(/versions/{_NAME})?/infer$")
 #: (name, methods, pattern) of every public route.
 ROUTES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ("server metadata", frozenset({"GET", "HEAD"}), re.compile(r"^/v2/?$")),
@@ -27,7 +29,7 @@ ROUTES: tuple[tuple[str, frozenset[str], re.Pattern[str]], ...] = (
     ("ready", frozenset({"GET", "HEAD"}), re.compile(r"^/v2/health/ready$")),
     ("model metadata", frozenset({"GET", "HEAD"}), re.compile(rf"^/v2/models/{_NAME}(/versions/{_NAME})?$")),
     ("model ready", frozenset({"GET", "HEAD"}), re.compile(rf"^/v2/models/{_NAME}(/versions/{_NAME})?/ready$")),
-    ("infer", frozenset({"POST"}), re.compile(rf"^/v2/models/{_NAME}(/versions/{_NAME})?/infer$")),
+    ("infer", frozenset({"POST"}), INFER_PATH),
 )
 METHOD_NOT_ALLOWED = "method not allowed"
 

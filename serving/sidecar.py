@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import re
 import signal
 import threading
 import time
@@ -58,7 +57,6 @@ from serving.http1 import (
 )
 from serving.v2tensors import first_tensor
 
-INFER_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(/versions/[^/]+)?/infer$")
 INFER_HEADER_LENGTH = b"inference-header-content-length"  # V2's binary extension: not JSON
 
 
@@ -141,7 +139,7 @@ class Sidecar:
         413
         """
         path = request.path
-        infer = INFER_PATH.match(path) if request.method == "POST" else None
+        infer = routes.INFER_PATH.match(path) if request.method == "POST" else None
         if request.method == "GET" and path == "/metrics":
             return Reply(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(self.registry))
         # Inference, nearly all the traffic, is recognised by one pattern; the rest go through the route table.

@@ -346,8 +346,6 @@ def _sparsegpt(
     model: nn.Module, config: Any, layers: dict[str, nn.Module], batches: list[Any]
 ) -> dict[str, torch.Tensor]:
     stats = collect_input_stats(model, layers, batches, hessian=True)
-    if config.scope != "layer":
-        raise PruningError(f"sparsegpt prunes layer by layer, not by {config.scope}; use scope: layer")
     results = {}
     for name, module in layers.items():
         stat = stats[name]

@@ -126,6 +126,8 @@ class SparseGPTConfig(PruneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.scope != "layer":  # refused here, before any calibration pass gathers Hessians
+            raise PruningError(f"sparsegpt prunes layer by layer, not by {self.scope}; use scope: layer")
         if self.precision not in ("float32", "float64"):
             raise PruningError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
 
