@@ -21,7 +21,7 @@ COPY monitoring/ monitoring/
 # torch's CPU wheel (the PyPI one is a CUDA build of several GB); every other version comes
 # from constraints.txt, the set the tests ran with. The transformers extra lets pipeline steps
 # import encoders logged with MLflow's transformers flavor.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -c constraints.txt '.[transformers]'
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -c constraints.txt '.[all]'
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.source="https://github.com/pruneops/pruneops" \

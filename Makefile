@@ -48,6 +48,7 @@ test-fast: $(STAMP)  ## unit tests only
 check: $(STAMP)  ## lint, format check, types
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/package_tree.py build/typecheck
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## run the CPU benchmarks (JSON and PNG under benchmarks/results/)

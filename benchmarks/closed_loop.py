@@ -35,7 +35,7 @@ def one_run() -> dict:
 import json, sys
 from dataclasses import asdict
 from pathlib import Path
-from monitoring.drill import closed_loop
+from pruneops.monitoring.drill import closed_loop
 from pruneops.demo import init_demo
 from pruneops.tasks.digits import task
 init_demo("digits")

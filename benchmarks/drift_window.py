@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monitoring.drift import DriftWorker, compute_drift, current_frame
-from serving.sidecar import SampleWindow
+from pruneops.monitoring.drift import DriftWorker, compute_drift, current_frame
+from pruneops.serving.sidecar import SampleWindow
 
 RESULTS = Path(__file__).parent / "results"
 

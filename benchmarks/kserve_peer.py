@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from kserve import InferOutput, InferResponse, Model, ModelServer
 
-from serving.loader import _session_options
+from pruneops.serving.loader import _session_options
 
 
 class OnnxModel(Model):

@@ -164,8 +164,8 @@ def main() -> None:
 
 
 def run_all(home: Path, names: list[str], iterations: int) -> list[dict[str, Any]]:
-    from pipelines.runner import run_local
     from pruneops.onboard import register_model
+    from pruneops.pipelines.runner import run_local
     from pruneops.recipe import parse_recipe
     from pruneops.registry import Registry
 

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.localstack import free_port, wait_http
+from pruneops.monitoring.localstack import free_port, wait_http
 
 RESULTS = Path(__file__).parent / "results"
 BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}).encode()

@@ -40,9 +40,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import SERVER_FAULT_REGEX, ControllerMetrics
-from monitoring.prom import PrometheusUnavailable, PromQuery
 from pruneops.errors import NotFoundError, PruneopsError
+from pruneops.monitoring.metrics import SERVER_FAULT_REGEX, ControllerMetrics
+from pruneops.monitoring.prom import PrometheusUnavailable, PromQuery
 from pruneops.recipe import RolloutSpec
 from pruneops.registry import CHALLENGER, CHAMPION, Registry
 

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import DriftMetrics
+from pruneops.monitoring.metrics import DriftMetrics
 
 log = logging.getLogger("pruneops.drift")
 
@@ -168,7 +168,7 @@ class DriftWorker:
     ``load_reference`` turns it into a :class:`Reference` (cached per version).
     """
 
-    window: Any  # serving.sidecar.SampleWindow: monitoring does not import serving
+    window: Any  # pruneops.serving.sidecar.SampleWindow: monitoring does not import serving
     target: Callable[[], tuple[str, str] | None]
     registry: CollectorRegistry
     load_reference: Callable[[str, str], Reference] = registry_reference

@@ -23,10 +23,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from monitoring.localstack import LocalStack
-from monitoring.prom import PromQuery
 from pruneops.export import export_registered
 from pruneops.mlmodel import ONNX_FILE
+from pruneops.monitoring.localstack import LocalStack
+from pruneops.monitoring.prom import PromQuery
 from pruneops.registry import Registry
 
 DRILL_SOURCE = "drill"

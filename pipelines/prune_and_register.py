@@ -3,7 +3,7 @@
 (No ``from __future__ import annotations`` here: KFP reads the annotations at run time.)
 
 Every step gets its caching, resources, retries and MLflow secret from
-:class:`pipelines.cluster.ClusterSettings` (compile-time; ``register`` and ``set-challenger``
+:class:`pruneops.pipelines.cluster.ClusterSettings` (compile-time; ``register`` and ``set-challenger``
 are never cached). Two compiled variants share this definition. ``cpu`` validates on any node. ``gpu`` places
 the validate step on GPU nodes: an accelerator request (``set_accelerator_type`` /
 ``set_accelerator_limit``) plus a node selector and a toleration through
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 from kfp import dsl, kubernetes
 
-from components.baseline.component import baseline
-from components.finetune.component import finetune
-from components.prune.component import prune
-from components.register.component import register
-from components.set_challenger.component import set_challenger
-from components.validate.component import validate, validate_gpu
-from pipelines.cluster import ClusterSettings
+from pruneops.components.baseline.component import baseline
+from pruneops.components.finetune.component import finetune
+from pruneops.components.prune.component import prune
+from pruneops.components.register.component import register
+from pruneops.components.set_challenger.component import set_challenger
+from pruneops.components.validate.component import validate, validate_gpu
+from pruneops.pipelines.cluster import ClusterSettings
 
 DEFAULT_TASK = "pruneops.tasks.digits:task"
 

@@ -3,7 +3,7 @@
 Local runs execute every component as a subprocess of the current Python
 (``SubprocessRunner(use_venv=False)``), with pipeline artifacts under
 ``$PRUNEOPS_HOME/kfp`` and KFP's own output (executor inputs, each step's logs) in a file
-under ``$PRUNEOPS_HOME/kfp/logs`` (:mod:`pipelines.kfplog`); ``on_step`` hears each step
+under ``$PRUNEOPS_HOME/kfp/logs`` (:mod:`pruneops.pipelines.kfplog`); ``on_step`` hears each step
 start and end. Inputs are checked before anything runs: the model version must
 exist, the recipe must validate, the task must import. The task is the one given, else the
 one recorded on the source version (its ``pruneops.task`` tag); a version with neither is
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.kfplog import StepEvent, kfp_output_to
 from pruneops import settings
 from pruneops.errors import PruneopsError
+from pruneops.pipelines.kfplog import StepEvent, kfp_output_to
 from pruneops.recipe import Recipe
 from pruneops.tasks import load_task
 
@@ -154,8 +154,8 @@ def run_local(
     """
     from kfp import local
 
-    from pipelines.cluster import LOCAL
-    from pipelines.prune_and_register import GpuPlacement, build_pipeline
+    from pruneops.pipelines.cluster import LOCAL
+    from pruneops.pipelines.prune_and_register import GpuPlacement, build_pipeline
     from pruneops.steps import ERROR_FILE_ENV
 
     number, task = check_inputs(model, version, task, recipe=recipe, local=True)
@@ -210,7 +210,7 @@ def submit(
     import kfp
     from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
-    from pipelines.prune_and_register import GpuPlacement, build_pipeline
+    from pruneops.pipelines.prune_and_register import GpuPlacement, build_pipeline
 
     if not tracking_uri or tracking_uri.startswith("sqlite:"):
         raise PruneopsError("--kfp-host needs a tracking server the cluster can reach; pass --tracking-uri http://...")

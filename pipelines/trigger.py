@@ -357,7 +357,7 @@ def default_runner(kfp_host: str | None = None, namespace: str | None = None, to
     """Run locally with kfp.local, or submit to ``kfp_host`` (in ``namespace``, with the token in ``token_file``)."""
 
     def run(model: str, version: str, recipe: Recipe, task: str | None) -> str:
-        from pipelines.runner import run_local, submit
+        from pruneops.pipelines.runner import run_local, submit
 
         if kfp_host:
             uri = settings.tracking_uri()

@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from pruneops.cliview import show_rows, step_lines
 from pruneops.errors import PruneopsError
+from pruneops.extras import require
 
 app = typer.Typer(
     name="pruneops",
@@ -61,10 +62,29 @@ def _one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except PruneopsError as err:
-            err_console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _needs(*extras: str) -> Callable[[F], F]:
+    """Before the verb runs, check its extras are installed (``pruneops.extras``): one line if not.
+
+    Goes under :func:`_one_line_errors`, which prints the error.
+    """
+
+    def decorate(func: F) -> F:
+        verb = func.__name__.removesuffix("_cmd").replace("_", "-")
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            require(*extras, feature=f"pruneops {verb}")
+            return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _say(text: str) -> None:
@@ -93,7 +113,7 @@ def _run_locally(model: str, version: str, recipe: Any, task: str | None = None,
     """
     import sys
 
-    from pipelines.runner import log_path, run_local
+    from pruneops.pipelines.runner import log_path, run_local
     from pruneops.registry import Registry
     from pruneops.runsummary import summarize
 
@@ -111,6 +131,7 @@ def _run_locally(model: str, version: str, recipe: Any, task: str | None = None,
 
 @app.command("init-demo")
 @_one_line_errors
+@_needs("pipeline")
 def init_demo_cmd(
     name: Annotated[str, typer.Option(help="Model name to register.")] = "digits",
     task: Annotated[str, typer.Option(help="Task import path.")] = "pruneops.tasks.digits:task",
@@ -128,6 +149,7 @@ def init_demo_cmd(
 
 @app.command("register")
 @_one_line_errors
+@_needs("registry")
 def register_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     model: Annotated[
@@ -151,6 +173,7 @@ def register_cmd(
 
 @app.command("demo")
 @_one_line_errors
+@_needs("pipeline", "serving", "monitoring")
 def demo_cmd(
     name: Annotated[str, typer.Option(help="Model name.")] = "digits",
     monitoring: Annotated[bool, typer.Option(help="Run the closed-loop stage (needs prometheus).")] = True,
@@ -176,8 +199,8 @@ def demo_cmd(
 
 def _demo_closed_loop(name: str) -> None:
     """The demo's stage 4: serve, analyse, promote, break on purpose, roll back (monitoring/drill.py)."""
-    from monitoring.drill import closed_loop
-    from monitoring.localstack import MISSING_BINARIES, have_binaries
+    from pruneops.monitoring.drill import closed_loop
+    from pruneops.monitoring.localstack import MISSING_BINARIES, have_binaries
     from pruneops.registry import Registry
     from pruneops.settings import state_dir
     from pruneops.tasks import load_task
@@ -201,6 +224,7 @@ def _demo_closed_loop(name: str) -> None:
 
 @app.command("run")
 @_one_line_errors
+@_needs("pipeline")
 def run_cmd(
     model: Annotated[str, typer.Option("--model", help="Registered model name.")],
     version: Annotated[str, typer.Option("--version", help="Source version (number or alias).")],
@@ -218,7 +242,7 @@ def run_cmd(
     Exits 0 when the version passed its gates, 3 when it was registered with a failed gate
     (the reasons are printed), 1 on an error.
     """
-    from pipelines.runner import submit
+    from pruneops.pipelines.runner import submit
     from pruneops.recipe import load_recipe
     from pruneops.settings import tracking_uri as default_uri
 
@@ -239,6 +263,7 @@ def run_cmd(
 
 @app.command("trigger")
 @_one_line_errors
+@_needs("pipeline")
 def trigger_cmd(
     config: Annotated[str, typer.Option("--config", help="YAML: task, and models mapped to recipe files.")],
     host: HostOpt = "127.0.0.1",
@@ -254,7 +279,7 @@ def trigger_cmd(
     import logging
     import time
 
-    from pipelines.trigger import Launcher, TriggerConfig, TriggerState, create_app, default_runner, poll_once
+    from pruneops.pipelines.trigger import Launcher, TriggerConfig, TriggerState, create_app, default_runner, poll_once
     from pruneops.registry import Registry
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -275,6 +300,7 @@ def trigger_cmd(
 
 @app.command("retry")
 @_one_line_errors
+@_needs("pipeline")
 def retry_cmd(
     model: ModelArg,
     version: Annotated[str, typer.Argument(help="Source version whose triggered run to run again.")],
@@ -290,7 +316,7 @@ def retry_cmd(
     ``pruneops.trigger_*`` tags and the trigger's state file. Exits like ``run``: 0 passed,
     3 registered with a failed gate, 1 an error (the run failed again).
     """
-    from pipelines.trigger import TriggerConfig, TriggerState, run_and_record
+    from pruneops.pipelines.trigger import TriggerConfig, TriggerState, run_and_record
     from pruneops.registry import Registry
     from pruneops.settings import tracking_uri
 
@@ -307,7 +333,7 @@ def retry_cmd(
 
     def run(name: str, number: str, recipe: Any, task: str | None) -> str:
         if kfp_host:
-            from pipelines.runner import submit
+            from pruneops.pipelines.runner import submit
 
             return submit(
                 kfp_host, name, number, recipe, task, tracking_uri(), namespace=kfp_namespace, token_file=kfp_token_file
@@ -324,6 +350,7 @@ def retry_cmd(
 
 @app.command("webhook")
 @_one_line_errors
+@_needs("registry")
 def webhook_cmd(
     url: Annotated[str, typer.Argument(help="Receiver URL, e.g. http://trigger:8085/webhooks/mlflow")],
     name: Annotated[str, typer.Option(help="Webhook name in MLflow.")] = "pruneops-trigger",
@@ -345,6 +372,7 @@ def webhook_cmd(
 
 @app.command("serve")
 @_one_line_errors
+@_needs("serving")
 def serve_cmd(
     model: Annotated[str, typer.Option("--model", help="Registered model name.")],
     alias: Annotated[str, typer.Option(help="Alias to follow.")] = "champion",
@@ -362,7 +390,7 @@ def serve_cmd(
     """Serve a model over the V2 protocol, following a registry alias with hot swaps."""
     import logging
 
-    from serving.server import serve
+    from pruneops.serving.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(model, port, alias, poll_interval, canary, shadow, device, host, max_batch, max_connections)
@@ -370,6 +398,7 @@ def serve_cmd(
 
 @app.command("sidecar")
 @_one_line_errors
+@_needs("serving")
 def sidecar_cmd(
     upstream: Annotated[str, typer.Option(help="Model server URL.")] = "http://127.0.0.1:8080",
     port: Annotated[int, typer.Option(help="Port the sidecar listens on.")] = 8081,
@@ -388,14 +417,15 @@ def sidecar_cmd(
     body_timeout: Annotated[float, typer.Option(help="Seconds for a request's body to arrive.")] = 60.0,
 ) -> None:
     """Reverse proxy in front of a V2 model server: latency/error metrics, sampling, drift, /metrics."""
-    from serving.http1 import ConnectionLimits
-    from serving.sidecar import Sidecar, served_champion
+    from pruneops.serving.http1 import ConnectionLimits
+    from pruneops.serving.sidecar import Sidecar, served_champion
 
     limits = ConnectionLimits(max_connections=max_connections, buffer_budget=buffer_mb * 1024 * 1024,
                               header_timeout=header_timeout, body_timeout=body_timeout)  # fmt: skip
     sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every, limits=limits)
     if drift_interval > 0:
-        from monitoring.drift import DriftWorker
+        require("monitoring", feature="the sidecar's drift (--drift-interval 0 turns it off)")
+        from pruneops.monitoring.drift import DriftWorker
 
         DriftWorker(sidecar.window, lambda: served_champion(sidecar.last_served), sidecar.registry,
                     interval=drift_interval, every_rows=drift_rows, min_rows=drift_min_rows,
@@ -405,6 +435,7 @@ def sidecar_cmd(
 
 @app.command("controller")
 @_one_line_errors
+@_needs("monitoring")
 def controller_cmd(
     model: Annotated[list[str], typer.Option("--model", help="Registered model to watch (repeatable).")],
     prometheus: Annotated[str, typer.Option(help="Prometheus URL the analysis queries.")] = "http://127.0.0.1:9090",
@@ -425,8 +456,8 @@ def controller_cmd(
 
     import uvicorn
 
-    from monitoring.controller import TOKEN_ENV, Controller, create_app
-    from monitoring.prom import PromQuery
+    from pruneops.monitoring.controller import TOKEN_ENV, Controller, create_app
+    from pruneops.monitoring.prom import PromQuery
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     controller = Controller(model, PromQuery(prometheus), interval=interval, namespace=namespace or None)
@@ -439,6 +470,7 @@ def controller_cmd(
 
 @app.command("compile")
 @_one_line_errors
+@_needs("pipeline")
 def compile_cmd(
     output_dir: Annotated[str, typer.Option(help="Where to write the IR YAML.")] = "pipelines/compiled",
     gpu_accelerator: Annotated[str, typer.Option(help="Accelerator type of the GPU validate step.")] = "nvidia.com/gpu",
@@ -460,9 +492,9 @@ def compile_cmd(
     retries with backoff and the MLflow secret's keys as environment variables; the steps
     that write to MLflow are never cached (docs/pipeline.md).
     """
-    from pipelines.cluster import ClusterSettings
-    from pipelines.prune_and_register import GpuPlacement, compile_pipelines
     from pruneops.errors import PruneopsError
+    from pruneops.pipelines.cluster import ClusterSettings
+    from pruneops.pipelines.prune_and_register import GpuPlacement, compile_pipelines
 
     key, sep, value = gpu_node_selector.partition("=")
     if not sep or not key:
@@ -485,6 +517,7 @@ def check_recipe_cmd(path: Annotated[str, typer.Argument(help="Recipe YAML file.
 
 @app.command("versions")
 @_one_line_errors
+@_needs("registry")
 def versions_cmd(model: ModelArg) -> None:
     """List a model's versions with their aliases, lineage tags and gate."""
     from pruneops.registry import Registry
@@ -494,6 +527,7 @@ def versions_cmd(model: ModelArg) -> None:
 
 @app.command("history")
 @_one_line_errors
+@_needs("registry")
 def history_cmd(model: ModelArg) -> None:
     """Print every alias change of a model: when, what, who and why.
 
@@ -522,6 +556,7 @@ def history_cmd(model: ModelArg) -> None:
 
 @app.command("promote")
 @_one_line_errors
+@_needs("registry")
 def promote_cmd(
     model: ModelArg,
     version: Annotated[str | None, typer.Argument(help="Version to promote; default: the challenger.")] = None,
@@ -538,6 +573,7 @@ def promote_cmd(
 
 @app.command("rollback")
 @_one_line_errors
+@_needs("registry")
 def rollback_cmd(
     model: ModelArg,
     to: Annotated[str | None, typer.Option("--to", help="Version to roll back to; default: previous.")] = None,

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.kfplog import StepEvent
+from pruneops.pipelines.kfplog import StepEvent
 
 # rich draws a table cell as " value " plus a rule: three columns per cell, one more per table.
 _CELL_PADDING = 3

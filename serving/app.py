@@ -1,4 +1,4 @@
-"""The model server's HTTP app: the V2 routes of :mod:`serving.routes`, and nothing else public.
+"""The model server's HTTP app: the V2 routes of :mod:`pruneops.serving.routes`, and nothing else public.
 
 KServe's own REST server also mounts its model repository (``/v2/repository/models/{name}/load``
 and ``/unload``), the V1 protocol and more; one anonymous POST to ``unload`` stopped every
@@ -40,8 +40,8 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from kserve.protocol.rest.v2_endpoints import V2Endpoints
 
 from pruneops.asgi import MAX_BODY_BYTES, WEBHOOK_BODY_BYTES, BodyLimit
+from pruneops.serving.server import PINNED, RegistryModel
 from pruneops.webhooks import DELIVERY, SECRET_ENV, SeenDeliveries, check
-from serving.server import PINNED, RegistryModel
 
 WEBHOOK_PATH = "/webhooks/mlflow"
 INFER_HEADER = b"inference-header-content-length"  # the V2 binary extension's marker

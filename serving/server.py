@@ -1,7 +1,7 @@
 """The V2 model server: a KServe model that follows a registry alias, behind a closed HTTP surface.
 
 ``RegistryModel`` serves ``NAME@champion`` (or another alias) over the Open Inference
-Protocol v2; :mod:`serving.app` mounts only its public routes. A follower thread polls the
+Protocol v2; :mod:`pruneops.serving.app` mounts only its public routes. A follower thread polls the
 registry, and the signed MLflow ``model_version_alias.created`` webhook makes it look at
 once. A new version is downloaded and verified against its recorded digests, loaded, warmed
 up and checked on its probe (finite outputs, the shape clients get now, agreement with the
@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.metrics import ServerMetrics
 from pruneops.errors import (
     IntegrityError,
     ModelFormatError,
@@ -46,8 +45,9 @@ from pruneops.errors import (
     RuntimeUnavailable,
     UntrustedCodeError,
 )
+from pruneops.monitoring.metrics import ServerMetrics
 from pruneops.registry import CHALLENGER, CHAMPION, Registry
-from serving.loader import ServedVersion, load_version
+from pruneops.serving.loader import ServedVersion, load_version
 
 log = logging.getLogger("pruneops.serving")
 
@@ -103,7 +103,7 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
         self.current: ServedVersion | None = None
         self.challenger: ServedVersion | None = None
         self._standby: ServedVersion | None = None  # the version last replaced on ``alias``
-        self.repository: Any = None  # KServe's ModelRepository serving this model (set by serving.app)
+        self.repository: Any = None  # KServe's ModelRepository serving this model (set by pruneops.serving.app)
         self._refresh_lock = threading.Lock()
         self._agreement_lock = threading.Lock()
         self._agreement: dict[str, tuple[int, int]] = {}  # challenger version -> (rows seen, rows agreeing)
@@ -347,7 +347,7 @@ def serve(
     """
     import uvicorn
 
-    from serving.app import create_app
+    from pruneops.serving.app import create_app
 
     started = time.monotonic()
     model = RegistryModel(name, Registry(), ServerMetrics(), alias, canary, shadow, device, max_batch)

@@ -1,6 +1,6 @@
 """The sidecar: a reverse proxy in front of any V2 model server, measuring what passes through.
 
-It forwards the public V2 routes (:mod:`serving.routes`: health, metadata, ready, infer) to
+It forwards the public V2 routes (:mod:`pruneops.serving.routes`: health, metadata, ready, infer) to
 the model server and answers everything else itself (404, or 405 for a wrong method), so no
 anonymous request reaches the server's other endpoints. It records, per inference request,
 ``pruneops_request_duration_seconds`` and ``pruneops_requests_total{code}`` labelled with
@@ -10,7 +10,7 @@ model last served, and a model the server never confirmed is ``unknown`` (labels
 bounded). It also records in-flight requests and payload sizes, and serves ``/metrics``.
 Every ``sample_every``-th successful inference has its decoded input rows (and output rows)
 copied into a bounded window, which the drift worker reads (monitoring); JSON bodies and V2's
-binary tensor extension are both decoded (:mod:`serving.v2tensors`).
+binary tensor extension are both decoded (:mod:`pruneops.serving.v2tensors`).
 
 Protection: a body over ``max_body`` gets 413; past ``max_in_flight`` concurrent requests
 it answers 503 with ``Retry-After`` instead of queueing; a server slower than ``timeout``
@@ -24,7 +24,7 @@ server count against the version that model last served; refusals that protect t
 from its clients (413, the overload 503, unknown routes) are counted only in
 ``pruneops_requests_rejected_total{reason}``, and client errors keep their 4xx code.
 
-The HTTP plumbing is :mod:`serving.http1`; this module is the policy.
+The HTTP plumbing is :mod:`pruneops.serving.http1`; this module is the policy.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from monitoring.metrics import RequestMetrics
 from pruneops.asgi import MAX_BODY_BYTES
-from serving import routes
-from serving.http1 import (
+from pruneops.monitoring.metrics import RequestMetrics
+from pruneops.serving import routes
+from pruneops.serving.http1 import (
     ConnectionLimits,
     Reply,
     Request,
@@ -55,7 +55,7 @@ from serving.http1 import (
     error_reply,
     start_server,
 )
-from serving.v2tensors import first_tensor
+from pruneops.serving.v2tensors import first_tensor
 
 INFER_HEADER_LENGTH = b"inference-header-content-length"  # V2's binary extension: not JSON
 
@@ -95,7 +95,7 @@ class SampleWindow:
 class Sidecar:
     """The proxy: forwards to ``upstream`` (``http://host:port``), measures, samples, protects.
 
-    Built on :mod:`serving.http1` (httptools on asyncio protocols), not an ASGI framework:
+    Built on :mod:`pruneops.serving.http1` (httptools on asyncio protocols), not an ASGI framework:
     see that module for why. ``window``, ``registry`` and ``last_served`` are what the drift
     worker reads.
 

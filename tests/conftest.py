@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 # Re-exported for the tests: one port finder and one readiness wait, shared with the local stack.
-from monitoring.localstack import free_port, wait_http
+from pruneops.monitoring.localstack import free_port, wait_http
 
 __all__ = ["free_port", "stop_process", "wait_http"]
 

@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components import BASE_IMAGE
+from pruneops.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

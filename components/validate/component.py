@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
 
-from components import BASE_IMAGE, GPU_IMAGE
+from pruneops.components import BASE_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

@@ -14,13 +14,13 @@ import pytest
 from kfp import dsl, local
 from kfp.dsl import HTML, Artifact, Model
 
-from components.baseline.component import baseline
-from components.finetune.component import finetune
-from components.prune.component import prune
-from components.register.component import register
-from components.set_challenger.component import set_challenger
-from components.validate.component import validate
 from pruneops import settings
+from pruneops.components.baseline.component import baseline
+from pruneops.components.finetune.component import finetune
+from pruneops.components.prune.component import prune
+from pruneops.components.register.component import register
+from pruneops.components.set_challenger.component import set_challenger
+from pruneops.components.validate.component import validate
 from pruneops.demo import DEMO_RECIPE, init_demo
 from pruneops.registry import CHALLENGER, Registry
 

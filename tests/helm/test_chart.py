@@ -106,7 +106,7 @@ def test_trigger_restarts_when_its_config_changes() -> None:
 
 def test_trigger_config_gives_a_model_its_own_task(tmp_path: Path) -> None:
     """The rendered trigger.yaml and recipes load in the trigger itself, per-model task included."""
-    from pipelines.trigger import TriggerConfig
+    from pruneops.pipelines.trigger import TriggerConfig
 
     values = ci_values(CHART / "ci" / "default-values.yaml")
     models = {"digits": "channels-50-cpu.yaml", "encoder": {"recipe": "channels-50-cpu.yaml", "task": "my.tasks:enc"}}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
-from monitoring.localstack import find_binary, prometheus_config
+from pruneops.monitoring.localstack import find_binary, prometheus_config
 from tests.conftest import free_port, wait_http
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitoring.drill import closed_loop
-from monitoring.localstack import MISSING_BINARIES, LocalStack, have_binaries
+from pruneops.monitoring.drill import closed_loop
+from pruneops.monitoring.localstack import MISSING_BINARIES, LocalStack, have_binaries
 from pruneops.registry import Registry
 
 DASHBOARDS = Path(__file__).parents[2] / "monitoring" / "grafana"
@@ -70,7 +70,7 @@ def check_dashboards(stack: LocalStack) -> None:
 def test_promotion_then_regression_rollback(mlflow_server: str, tmp_path: Path) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_LOGGING_LEVEL": "WARNING"}
     script = r"""
-from monitoring.drill import register_copy
+from pruneops.monitoring.drill import register_copy
 from pruneops.demo import init_demo
 from pruneops.recipe import RolloutSpec
 from pruneops.registry import Registry

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from monitoring.controller import Controller, create_app
-from monitoring.metrics import DriftMetrics, RequestMetrics
-from monitoring.prom import PromQuery
 from pruneops.errors import PruneopsError
 from pruneops.modelio import save_model
+from pruneops.monitoring.controller import Controller, create_app
+from pruneops.monitoring.metrics import DriftMetrics, RequestMetrics
+from pruneops.monitoring.prom import PromQuery
 from pruneops.recipe import RolloutSpec
 from pruneops.registry import Registry
 from pruneops.tasks.digits import build, task
@@ -232,7 +232,7 @@ def test_only_this_installs_alerts_roll_back(registry: Registry) -> None:
 
 
 def test_analysis_reads_only_this_installs_series() -> None:
-    from monitoring.controller import analyse
+    from pruneops.monitoring.controller import analyse
 
     class Recorded(PromQuery):
         """Prometheus's answers for one install: every query must name its namespace."""
@@ -264,7 +264,7 @@ def test_analysis_reads_only_this_installs_series() -> None:
 def test_a_latency_ratio_fails_only_past_the_absolute_floor(
     challenger_p99: float, excess_ms: float, result: str
 ) -> None:
-    from monitoring.controller import analyse
+    from pruneops.monitoring.controller import analyse
 
     class Figures(PromQuery):
         """Prometheus's answers: champion v1 at 4 ms p99, challenger v2 as given, no faults, no drift."""

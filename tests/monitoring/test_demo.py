@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.localstack import MISSING_BINARIES, have_binaries
+from pruneops.monitoring.localstack import MISSING_BINARIES, have_binaries
 
 pytestmark = [
     pytest.mark.integration,

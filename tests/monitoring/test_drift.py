@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitoring.drift import DriftWorker, Reference, compute_drift, current_frame
-from serving.sidecar import SampleWindow
+from pruneops.monitoring.drift import DriftWorker, Reference, compute_drift, current_frame
+from pruneops.serving.sidecar import SampleWindow
 
 
 def reference_frame(rows: int = 500, features: int = 8, seed: int = 0) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitoring.localstack import find_binary
+from pruneops.monitoring.localstack import find_binary
 
 RULES_DIR = Path(__file__).parents[2] / "monitoring" / "prometheus"
 promtool = find_binary("promtool")
@@ -57,7 +57,7 @@ def test_rollback_alerts_are_the_ones_a_rollback_can_fix() -> None:
 
 def test_only_server_faults_feed_the_error_ratio() -> None:
     """The rules count exactly the codes the sidecar and the controller call server faults."""
-    from monitoring.metrics import SERVER_FAULT_REGEX
+    from pruneops.monitoring.metrics import SERVER_FAULT_REGEX
 
     rules = yaml.safe_load((RULES_DIR / "rules.yaml").read_text())
     by_name = {r.get("record") or r.get("alert"): r["expr"] for g in rules["groups"] for r in g["rules"]}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.prune_and_register import GpuPlacement, compile_pipelines
+from pruneops.pipelines.prune_and_register import GpuPlacement, compile_pipelines
 
 pytestmark = pytest.mark.unit
 COMPILED = Path(__file__).parents[2] / "pipelines" / "compiled"
@@ -84,7 +84,7 @@ def _tasks(spec: dict) -> dict[str, dict]:
 def test_every_step_has_its_production_settings(variant: str) -> None:
     """Caching off where a step writes MLflow, resources everywhere, retries and the MLflow
     secret on the steps that talk to MLflow: read from the committed IR a cluster runs."""
-    from pipelines.cluster import DEFAULT_RESOURCES, MLFLOW_SECRET_KEYS, MLFLOW_STEPS, UNCACHED_STEPS
+    from pruneops.pipelines.cluster import DEFAULT_RESOURCES, MLFLOW_SECRET_KEYS, MLFLOW_STEPS, UNCACHED_STEPS
 
     docs = list(yaml.safe_load_all((COMPILED / variant).read_text()))
     spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -108,8 +108,8 @@ def test_every_step_has_its_production_settings(variant: str) -> None:
 
 
 def test_resources_and_secret_are_set_at_compile_time(tmp_path: Path) -> None:
-    from pipelines.cluster import ClusterSettings
     from pruneops.errors import PruneopsError
+    from pruneops.pipelines.cluster import ClusterSettings
 
     (tmp_path / "resources.yaml").write_text("finetune: {memory_limit: 16Gi, cpu_limit: 8}\n")
     compile_pipelines(str(tmp_path), cluster=ClusterSettings.load(tmp_path / "resources.yaml", "team-mlflow"))

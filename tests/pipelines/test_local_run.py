@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.runner import PipelineFailed, run_local
 from pruneops.cli import EXIT_GATE_FAILED
 from pruneops.demo import DEMO_RECIPE, init_demo
 from pruneops.errors import NotFoundError, RecipeError, TaskError
+from pruneops.pipelines.runner import PipelineFailed, run_local
 from pruneops.recipe import load_recipe, parse_recipe
 from pruneops.registry import CHALLENGER, CHAMPION, Registry
 
@@ -180,8 +180,8 @@ def test_recipe_problems_are_refused_before_any_step(
 
 @pytest.mark.unit
 def test_the_task_comes_from_the_version_or_the_run_is_refused(champion: str, tmp_path: Path) -> None:
-    from pipelines.runner import check_inputs
     from pruneops.errors import PruneopsError
+    from pruneops.pipelines.runner import check_inputs
 
     assert check_inputs("digits", champion) == (champion, "pruneops.tasks.digits:task")
     assert check_inputs("digits", "champion", "pruneops.tasks.digits:DigitsTask")[1].endswith(":DigitsTask")

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from pipelines.runner import submit
 from pruneops.demo import DEMO_RECIPE
 from pruneops.errors import PruneopsError
+from pruneops.pipelines.runner import submit
 from pruneops.recipe import parse_recipe
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.trigger import Launcher, TriggerConfig, TriggerState, create_app, poll_once, sign
 from pruneops.demo import DEMO_RECIPE
 from pruneops.errors import PruneopsError
+from pruneops.pipelines.trigger import Launcher, TriggerConfig, TriggerState, create_app, poll_once, sign
 from pruneops.recipe import parse_recipe
 
 pytestmark = pytest.mark.unit

@@ -129,9 +129,9 @@ def test_alias_webhook_deliveries_are_deduplicated(stack: Stack) -> None:
 def test_the_follower_restores_a_missing_model(stack: Stack, registry: Registry) -> None:
     from prometheus_client import CollectorRegistry
 
-    from monitoring.metrics import ServerMetrics
-    from serving.app import create_app
-    from serving.server import RegistryModel
+    from pruneops.monitoring.metrics import ServerMetrics
+    from pruneops.serving.app import create_app
+    from pruneops.serving.server import RegistryModel
 
     metrics = ServerMetrics(CollectorRegistry())
     model = RegistryModel("digits", registry, metrics)
@@ -150,10 +150,10 @@ def test_a_version_the_registry_cannot_hand_over_is_counted_once_and_tried_again
     """An outage of the artifact store is tried again every poll, but it is one failure, not one per poll."""
     from prometheus_client import CollectorRegistry
 
-    import serving.server
-    from monitoring.metrics import ServerMetrics
+    import pruneops.serving.server
     from pruneops.errors import RegistryError
-    from serving.server import RegistryModel
+    from pruneops.monitoring.metrics import ServerMetrics
+    from pruneops.serving.server import RegistryModel
 
     metrics = ServerMetrics(CollectorRegistry())
     model = RegistryModel("digits", registry, metrics)
@@ -161,20 +161,20 @@ def test_a_version_the_registry_cannot_hand_over_is_counted_once_and_tried_again
     def artifact_store_down(*_args: object, **_kwargs: object) -> None:
         raise RegistryError("downloading model of digits: connection refused")
 
-    real_load = serving.server.load_version
-    monkeypatch.setattr(serving.server, "load_version", artifact_store_down)
+    real_load = pruneops.serving.server.load_version
+    monkeypatch.setattr(pruneops.serving.server, "load_version", artifact_store_down)
     for _ in range(5):
         model.refresh()
     assert metrics.load_failures.labels(model="digits", reason="registry")._value.get() == 1
     assert model.current is None
-    monkeypatch.setattr(serving.server, "load_version", real_load)  # the store is back
+    monkeypatch.setattr(pruneops.serving.server, "load_version", real_load)  # the store is back
     model.refresh()
     assert model.current is not None and model.current.version == registry.aliases("digits")["champion"]
     assert metrics.load_failures.labels(model="digits", reason="registry")._value.get() == 1
 
 
 def fault_count(url: str) -> float:
-    from monitoring.metrics import SERVER_FAULT_CODES
+    from pruneops.monitoring.metrics import SERVER_FAULT_CODES
 
     return sum(
         value

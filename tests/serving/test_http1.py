@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from serving.http1 import (
+from pruneops.serving.http1 import (
     Reply,
     Request,
     UpstreamInvalidReply,

@@ -13,14 +13,14 @@ import torch
 from kserve import InferInput, InferRequest
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import ServerMetrics
 from pruneops.errors import ModelFormatError, RuntimeUnavailable
 from pruneops.modelio import save_model
+from pruneops.monitoring.metrics import ServerMetrics
 from pruneops.registry import Registry
 from pruneops.runtimes.torch_runtime import TorchRuntime
+from pruneops.serving.loader import ServedVersion, TorchSparseSession, _Port, inline_rows, load_version
+from pruneops.serving.server import RegistryModel
 from pruneops.tasks.digits import build, task
-from serving.loader import ServedVersion, TorchSparseSession, _Port, inline_rows, load_version
-from serving.server import RegistryModel
 
 
 def register(runtime: str) -> tuple[Registry, str]:

@@ -234,8 +234,8 @@ def test_canary_routes_the_configured_share(stack: Stack, registry: Registry) ->
     from kserve import InferInput, InferRequest
     from prometheus_client import CollectorRegistry
 
-    from monitoring.metrics import ServerMetrics
-    from serving.server import RegistryModel
+    from pruneops.monitoring.metrics import ServerMetrics
+    from pruneops.serving.server import RegistryModel
 
     registry.set_alias("digits", "challenger", stack.versions["small"], "canary test")
     try:
@@ -265,18 +265,18 @@ def test_promotion_and_rollback_swap_loaded_versions_without_a_download(
     held loaded: both moves are swaps with no download, so a rollback is as fast as a poll."""
     from prometheus_client import CollectorRegistry
 
-    import serving.server
-    from monitoring.metrics import ServerMetrics
-    from serving.server import RegistryModel
+    import pruneops.serving.server
+    from pruneops.monitoring.metrics import ServerMetrics
+    from pruneops.serving.server import RegistryModel
 
     loads: list[str] = []
-    real_load = serving.server.load_version
+    real_load = pruneops.serving.server.load_version
 
     def counted(registry_: Registry, name: str, ref: str, *args: object, **kwargs: object) -> object:
         loads.append(ref)
         return real_load(registry_, name, ref, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(serving.server, "load_version", counted)
+    monkeypatch.setattr(pruneops.serving.server, "load_version", counted)
     baseline, small = stack.versions["baseline"], stack.versions["small"]
     registry.set_alias("digits", "challenger", small, "promotion test")
     try:

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.sidecar import SampleWindow, Sidecar
+from pruneops.serving.sidecar import SampleWindow, Sidecar
 from tests.conftest import free_port, wait_http
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from serving.v2tensors import first_tensor
+from pruneops.serving.v2tensors import first_tensor
 
 pytestmark = pytest.mark.unit
 
