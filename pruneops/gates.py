@@ -10,8 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from pruneops.recipe import GatesSpec
 
@@ -58,9 +57,6 @@ class GateResult:
     def reasons(self) -> list[str]:
         """Why the gate failed (empty when it passed)."""
         return [check.message for check in self.checks if not check.passed]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": self.reasons, "checks": [asdict(c) for c in self.checks]}
 
 
 def evaluate_gates(baseline: Measured, candidate: Measured, gates: GatesSpec) -> GateResult:

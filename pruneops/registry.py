@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+from pydantic import BaseModel
 
 from pruneops import settings
 from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
@@ -321,7 +322,7 @@ class Registry:
         metrics: Mapping[str, float] | None = None,
         reference: np.ndarray | None = None,
         feature_names: list[str] | None = None,
-        report: Mapping[str, Any] | None = None,
+        report: Mapping[str, Any] | BaseModel | None = None,
         extra_artifacts: Mapping[str, str | Path] | None = None,
         key: str | None = None,
         params: Mapping[str, Any] | None = None,
@@ -712,7 +713,7 @@ class Registry:
         run_id: str,
         metrics: Mapping[str, float] | None,
         reference_dir: Path | None,
-        report: Mapping[str, Any] | None,
+        report: Mapping[str, Any] | BaseModel | None,
         extra_artifacts: Mapping[str, str | Path] | None,
     ) -> None:
         for key, value in (metrics or {}).items():
@@ -721,7 +722,12 @@ class Registry:
             self._client.log_artifacts(run_id, str(reference_dir), REFERENCE_DIR)
         if report is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+                text = (
+                    report.model_dump_json(indent=2)  # typed evidence: its one serialisation
+                    if isinstance(report, BaseModel)
+                    else json.dumps(report, indent=2, sort_keys=True, default=str)
+                )
+                (Path(tmp) / REPORT_FILE).write_text(text)
                 self._client.log_artifact(run_id, str(Path(tmp) / REPORT_FILE), REPORT_DIR)
         for artifact_path, local in (extra_artifacts or {}).items():
             self._client.log_artifact(run_id, str(local), artifact_path)

@@ -4,12 +4,15 @@ Plots (PNG, embedded as base64): accuracy dense vs pruned, median latency dense 
 per runtime and batch size, and per-layer sparsity. Then the gate checks, each with its
 sentence.
 
->>> html = render({"validation": {"primary_metric": "accuracy", "dense_metrics": {"accuracy": 0.99},
-...     "candidate_metrics": {"accuracy": 0.98}, "runtimes": [], "device": "cpu", "accuracy_drop": 0.01},
-...     "gate": {"passed": True, "checks": []}, "prune": {"layers": [], "method": "magnitude",
-...     "pattern": "channels", "sparsity": 0.5}}, title="digits v2")
->>> "<h1>digits v2</h1>" in html
-True
+>>> from pruneops.evidence import Evidence
+>>> evidence = Evidence.model_validate({"validation": {"target": "cpu", "device": "cpu",
+...     "primary_metric": "accuracy", "accuracy_drop": 0.01, "dense_metrics": {"accuracy": 0.99},
+...     "candidate_metrics": {"accuracy": 0.98}}, "gate": {"passed": False, "reasons": ["slow"],
+...     "checks": [{"gate": "speedup", "passed": False, "message": "1.1x < 1.3x"}]},
+...     "prune": {"method": "magnitude", "pattern": "channels", "sparsity": 0.5}})
+>>> html = render(evidence, title="digits v2")
+>>> "<h1>digits v2</h1>" in html, "<td class='bad'>FAIL</td><td>1.1x &lt; 1.3x</td>" in html
+(True, True)
 """
 
 from __future__ import annotations
@@ -19,26 +22,27 @@ import html
 import io
 from typing import Any
 
+from pruneops.evidence import Evidence, PruneEvidence, ValidationEvidence
 
-def render(evidence: dict[str, Any], title: str) -> str:
+
+def render(evidence: Evidence, title: str) -> str:
     """The report page for one pipeline run's evidence."""
-    validation, gate, prune = evidence["validation"], evidence["gate"], evidence["prune"]
-    primary = validation["primary_metric"]
-    verdict = "passed" if gate["passed"] else "failed"
-    score, dense_score = validation["candidate_metrics"][primary], validation["dense_metrics"][primary]
+    validation, gate, prune = evidence.validation, evidence.gate, evidence.prune
+    primary = validation.primary_metric
+    verdict = "passed" if gate.passed else "failed"
     rows = "".join(
-        f"<tr><td>{html.escape(c['gate'])}</td><td class='{'ok' if c['passed'] else 'bad'}'>"
-        f"{'pass' if c['passed'] else 'FAIL'}</td><td>{html.escape(c['message'])}</td></tr>"
-        for c in gate["checks"]
+        f"<tr><td>{html.escape(c.gate)}</td><td class='{'ok' if c.passed else 'bad'}'>"
+        f"{'pass' if c.passed else 'FAIL'}</td><td>{html.escape(c.message)}</td></tr>"
+        for c in gate.checks
     )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}td,th{{padding:4px 10px;text-align:left}}
 .ok{{color:#087f23}}.bad{{color:#b00020;font-weight:bold}}img{{max-width:100%}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{html.escape(prune["method"])} / {html.escape(str(prune["pattern"]))}, sparsity {prune["sparsity"]:.3f};
-{html.escape(primary)} {score:.4f} vs dense {dense_score:.4f}
-(drop {validation["accuracy_drop"]:.4f}) on {html.escape(validation["device"])}.
-Gate: <b class="{"ok" if gate["passed"] else "bad"}">{verdict}</b>.</p>
+<p>{html.escape(prune.method)} / {html.escape(prune.pattern)}, sparsity {prune.sparsity:.3f};
+{html.escape(primary)} {validation.candidate_score:.4f} vs dense {validation.dense_score:.4f}
+(drop {validation.accuracy_drop:.4f}) on {html.escape(validation.device)}.
+Gate: <b class="{"ok" if gate.passed else "bad"}">{verdict}</b>.</p>
 <h2>Gates</h2><table><tr><th>gate</th><th>result</th><th>detail</th></tr>{rows}</table>
 <h2>Accuracy and latency</h2><img alt="accuracy and latency" src="data:image/png;base64,{_speed_plot(validation)}">
 <h2>Per-layer sparsity</h2><img alt="per-layer sparsity" src="data:image/png;base64,{_sparsity_plot(prune)}">
@@ -54,23 +58,22 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _speed_plot(validation: dict[str, Any]) -> str:
+def _speed_plot(validation: ValidationEvidence) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    primary = validation["primary_metric"]
     fig, (acc, lat) = plt.subplots(1, 2, figsize=(11, 3.5))
-    values = [validation["dense_metrics"][primary], validation["candidate_metrics"][primary]]
+    values = [validation.dense_score, validation.candidate_score]
     acc.bar(["dense", "pruned"], values, color=["#888", "#1f77b4"])
-    acc.set(title=primary, ylim=(min(values) - 0.05, 1.0))
+    acc.set(title=validation.primary_metric, ylim=(min(values) - 0.05, 1.0))
     labels, dense, pruned = [], [], []
-    for runtime in validation["runtimes"]:
-        for batch, row in runtime["batches"].items():
-            labels.append(f"{runtime['runtime']}\nbatch {batch}")
-            dense.append(row["dense"]["p50_ms"])
-            pruned.append(row["candidate"]["p50_ms"])
+    for runtime in validation.runtimes:
+        for batch, row in sorted(runtime.batches.items()):
+            labels.append(f"{runtime.runtime}\nbatch {batch}")
+            dense.append(row.dense.p50_ms)
+            pruned.append(row.candidate.p50_ms)
     xs = range(len(labels))
     lat.bar([x - 0.2 for x in xs], dense, 0.4, label="dense", color="#888")
     lat.bar([x + 0.2 for x in xs], pruned, 0.4, label="pruned", color="#1f77b4")
@@ -81,13 +84,13 @@ def _speed_plot(validation: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def _sparsity_plot(prune: dict[str, Any]) -> str:
+def _sparsity_plot(prune: PruneEvidence) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers = prune.get("layers", [])
+    layers = prune.layers
     fig, ax = plt.subplots(figsize=(11, 3))
     names = [layer["name"] for layer in layers]
     shrink = [1 - layer["numel"] / max(_numel(layer["shape_before"]), 1) for layer in layers]

@@ -15,11 +15,10 @@ report: /tmp/report.html
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
 
+from pruneops.evidence import Evidence, ValidationEvidence
 from pruneops.registry import REPORT_DIR, REPORT_FILE, Registry
 
 
@@ -71,17 +70,22 @@ class RunSummary:
         return out
 
 
-def speedups(validation: dict[str, Any]) -> list[Speedup]:
-    """Every runtime and batch a validation measured, in the order it measured them.
+def speedups(validation: ValidationEvidence) -> list[Speedup]:
+    """Every runtime and batch a validation measured: runtimes in the order measured, batches ascending.
 
-    >>> row = {"dense": {"p50_ms": 2.0}, "candidate": {"p50_ms": 1.0}, "speedup": {"ratio": 2.0}}
-    >>> speedups({"runtimes": [{"runtime": "torch", "batches": {"1": row}}]})[0].ratio
-    2.0
+    >>> stats = {"batch_size": 1, "iterations": 9, "p50_ms": 2.0, "p90_ms": 2.0, "p99_ms": 2.0, "mean_ms": 2.0,
+    ...          "min_ms": 2.0, "throughput": 500.0}
+    >>> row = {"dense": stats, "candidate": stats | {"p50_ms": 1.0}, "speedup": {"ratio": 2.0, "p10": 2, "p90": 2}}
+    >>> validation = ValidationEvidence.model_validate({"target": "cpu", "device": "cpu", "primary_metric": "acc",
+    ...     "accuracy_drop": 0.0, "dense_metrics": {}, "candidate_metrics": {},
+    ...     "runtimes": [{"runtime": "torch", "device": "cpu", "evidence": {}, "batches": {"1": row}}]})
+    >>> speedups(validation)
+    [Speedup(runtime='torch', batch=1, dense_p50_ms=2.0, candidate_p50_ms=1.0, ratio=2.0)]
     """
     return [
-        Speedup(r["runtime"], int(b), row["dense"]["p50_ms"], row["candidate"]["p50_ms"], row["speedup"]["ratio"])
-        for r in validation.get("runtimes", [])
-        for b, row in r["batches"].items()
+        Speedup(r.runtime, batch, row.dense.p50_ms, row.candidate.p50_ms, row.speedup.ratio)
+        for r in validation.runtimes
+        for batch, row in sorted(r.batches.items())
     ]
 
 
@@ -94,21 +98,20 @@ def summarize(registry: Registry, model: str, version: str) -> RunSummary:
     with tempfile.TemporaryDirectory() as tmp:
         # Only the evidence file: the report folder also holds the HTML page and its plots.
         evidence_file = registry.download(model, info.version, tmp, part=f"{REPORT_DIR}/{REPORT_FILE}")
-        evidence = json.loads(evidence_file.read_text())
-    validation, gate = evidence["validation"], evidence["gate"]
-    metric = validation["primary_metric"]
+        evidence = Evidence.read(evidence_file)
+    validation, gate = evidence.validation, evidence.gate
     return RunSummary(
         model=model,
         version=info.version,
         parent_version=info.tag("parent_version"),
         aliases=info.aliases,
-        gate="passed" if gate["passed"] else "failed",
-        reasons=list(gate["reasons"]),
-        metric=metric,
-        dense=float(validation["dense_metrics"][metric]),
-        candidate=float(validation["candidate_metrics"][metric]),
-        accuracy_drop=float(validation["accuracy_drop"]),
-        sparsity=float(evidence["prune"]["sparsity"]),
+        gate="passed" if gate.passed else "failed",
+        reasons=list(gate.reasons),
+        metric=validation.primary_metric,
+        dense=validation.dense_score,
+        candidate=validation.candidate_score,
+        accuracy_drop=validation.accuracy_drop,
+        sparsity=evidence.prune.sparsity,
         speedups=speedups(validation),
         report=registry.report_location(info),
     )

@@ -1,4 +1,5 @@
-"""The pipeline's steps as plain functions over folders, so they are tested without KFP.
+"""The pipeline's steps as plain functions over folders, so they are tested without KFP
+(``tests/pruneops/test_steps.py``).
 
 Each KFP component in ``components/<step>/`` is a thin wrapper that calls one of these with
 its artifact paths. A model folder is what :mod:`pruneops.modelio` writes; a pruned model
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from pruneops.evidence import Evidence, GateEvidence, OnnxEvidence, PruneEvidence, ValidationEvidence
 from pruneops.mlmodel import ONNX_FILE
 from pruneops.modelio import ARCH_FILE, load_model, save_model, saved_spec
 from pruneops.recipe import Recipe, parse_recipe
@@ -31,7 +33,6 @@ STEP_NAMES = ("baseline", "prune", "finetune", "validate", "register", "set_chal
 MASKS_FILE = "masks.safetensors"
 PRUNE_REPORT = "prune_report.json"
 METRICS_FILE = "metrics.json"
-EVIDENCE_FILE = "evidence.json"
 
 
 ERROR_FILE_ENV = "PRUNEOPS_STEP_ERROR_FILE"
@@ -155,10 +156,11 @@ def finetune(
 
 def validate(
     dense_dir: str | Path, candidate_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | Path
-) -> tuple[bool, dict[str, Any]]:
+) -> tuple[bool, Evidence]:
     """Measure the candidate on the target, export its ONNX file, apply the gates.
 
-    Writes ``evidence.json`` (measurements, gate checks) and ``model.onnx`` into ``out_dir``.
+    Writes ``evidence.json`` (:class:`pruneops.evidence.Evidence`: measurements, gate checks)
+    and ``model.onnx`` into ``out_dir``.
     """
     from pruneops.export import describe_onnx, export_onnx, parity
     from pruneops.gates import evaluate_gates
@@ -179,13 +181,13 @@ def validate(
             exported = export_onnx(candidate, task.example_input(2), out_dir / ONNX_FILE)
     gate = evaluate_gates(*report.measured(), recipe.gates)
     check = parity(candidate, exported.path, task.example_input(16))
-    evidence = {
-        "validation": report.to_dict(),
-        "gate": gate.to_dict(),
-        "onnx": {"bytes": exported.bytes, "opset": exported.opset, "max_abs": check.max_abs, "max_rel": check.max_rel},
-        "prune": json.loads((Path(candidate_dir) / PRUNE_REPORT).read_text()),
-    }
-    (out_dir / EVIDENCE_FILE).write_text(json.dumps(evidence, indent=2, default=float))
+    evidence = Evidence(
+        validation=ValidationEvidence.model_validate(report),
+        gate=GateEvidence.model_validate(gate),
+        onnx=OnnxEvidence(bytes=exported.bytes, opset=exported.opset, max_abs=check.max_abs, max_rel=check.max_rel),
+        prune=PruneEvidence.model_validate_json((Path(candidate_dir) / PRUNE_REPORT).read_text()),
+    )
+    evidence.write(out_dir)
     return gate.passed, evidence
 
 
@@ -206,7 +208,7 @@ def register(
     """
     from pruneops.registry import REPORT_DIR, REPORT_HTML, Registry
 
-    evidence = json.loads((Path(evidence_dir) / EVIDENCE_FILE).read_text())
+    evidence = Evidence.read(evidence_dir)
     task = load_task(task_path)
     tags = lineage_tags(evidence, recipe, parent_version, task_path)
     reference, columns = task.reference_table(load_model(candidate_dir))
@@ -224,7 +226,7 @@ def register(
             model_name,
             folder,
             tags=tags,
-            metrics=_flat_metrics(evidence),
+            metrics=evidence.metrics(),
             reference=reference,
             feature_names=columns,
             report=evidence,
@@ -243,15 +245,15 @@ def set_challenger(model_name: str, version: str, why: str = "pipeline gate pass
     Registry().set_alias(model_name, CHALLENGER, version, why)
 
 
-def lineage_tags(evidence: dict[str, Any], recipe: Recipe, parent_version: str, task_path: str) -> dict[str, Any]:
-    """The ``pruneops.*`` tags of a pipeline-made version (DESIGN.md's shared names)."""
-    validation, gate = evidence["validation"], evidence["gate"]
-    primary = validation["primary_metric"]
-    runtimes = validation["runtimes"]
-    first = runtimes[0] if runtimes else None
-    offline = first["batches"][str(max(int(b) for b in first["batches"]))] if first else None
-    sparse = [r for r in runtimes if r["runtime"] == "torch-sparse"]
-    sparse_layers = sparse[0]["evidence"]["candidate"].get("sparse_layers", []) if sparse else []
+def lineage_tags(evidence: Evidence, recipe: Recipe, parent_version: str, task_path: str) -> dict[str, Any]:
+    """The ``pruneops.*`` tags of a pipeline-made version (DESIGN.md's shared names).
+
+    ``speedup`` and ``runtime`` are the first runtime's, at its largest (Offline) batch.
+    """
+    validation, gate = evidence.validation, evidence.gate
+    first = validation.runtimes[0] if validation.runtimes else None
+    sparse = [r for r in validation.runtimes if r.runtime == "torch-sparse"]
+    sparse_layers = sparse[0].evidence["candidate"].get("sparse_layers", []) if sparse else []
     return {
         "source": "pipeline",
         "parent_version": parent_version,
@@ -259,15 +261,15 @@ def lineage_tags(evidence: dict[str, Any], recipe: Recipe, parent_version: str, 
         "recipe_sha256": recipe.sha256(),
         "method": recipe.prune.method,
         "pattern": recipe.prune.pattern,
-        "sparsity": f"{evidence['prune']['sparsity']:.4f}",
-        "accuracy": f"{validation['candidate_metrics'][primary]:.6f}",
-        "accuracy_drop": f"{validation['accuracy_drop']:.6f}",
-        "speedup": f"{offline['speedup']['ratio']:.4f}" if offline else None,
-        "runtime": first["runtime"] if first else None,
-        "device": validation["device"],
+        "sparsity": f"{evidence.prune.sparsity:.4f}",
+        "accuracy": f"{validation.candidate_score:.6f}",
+        "accuracy_drop": f"{validation.accuracy_drop:.6f}",
+        "speedup": f"{first.offline.speedup.ratio:.4f}" if first else None,
+        "runtime": first.runtime if first else None,
+        "device": validation.device,
         "sparse_kernels": f"{len(sparse_layers)} layers" if sparse_layers else "none",
-        "gate": "passed" if gate["passed"] else "failed",
-        "gate_reasons": "; ".join(gate["reasons"])[:4900] or None,
+        "gate": "passed" if gate.passed else "failed",
+        "gate_reasons": "; ".join(gate.reasons)[:4900] or None,
         # The rollout controller analyses this version in serving against these thresholds.
         "rollout": recipe.rollout.model_dump_json(),
     }
@@ -299,10 +301,10 @@ def run_params(recipe: Recipe, model_name: str, parent_version: str, task_path: 
     }
 
 
-def step_series(candidate_dir: Path, evidence: dict[str, Any]) -> dict[str, list[float]]:
+def step_series(candidate_dir: Path, evidence: Evidence) -> dict[str, list[float]]:
     """Per-step metrics for MLflow's charts: sparsity per pruning step, loss and metrics per fine-tuning epoch."""
     series: dict[str, list[float]] = {}
-    for step in evidence.get("prune", {}).get("steps", []):
+    for step in evidence.prune.steps:
         series.setdefault("prune_step_sparsity", []).append(float(step["sparsity"]))
     summary = candidate_dir / "finetune.json"
     history = json.loads(summary.read_text()).get("history", []) if summary.is_file() else []
@@ -311,15 +313,3 @@ def step_series(candidate_dir: Path, evidence: dict[str, Any]) -> dict[str, list
             if key != "epoch" and isinstance(value, (int, float)):
                 series.setdefault(f"finetune_{key}", []).append(float(value))
     return series
-
-
-def _flat_metrics(evidence: dict[str, Any]) -> dict[str, float]:
-    validation = evidence["validation"]
-    metrics = {f"dense_{k}": v for k, v in validation["dense_metrics"].items()}
-    metrics |= {f"candidate_{k}": v for k, v in validation["candidate_metrics"].items()}
-    metrics["accuracy_drop"] = validation["accuracy_drop"]
-    for runtime in validation["runtimes"]:
-        for batch, row in runtime["batches"].items():
-            metrics[f"{runtime['runtime']}_b{batch}_speedup"] = row["speedup"]["ratio"]
-            metrics[f"{runtime['runtime']}_b{batch}_candidate_p99_ms"] = row["candidate"]["p99_ms"]
-    return metrics

@@ -72,7 +72,10 @@ class RuntimeResult:
 
 @dataclass
 class ValidationReport:
-    """Everything validate measured; ``measured()`` gives the two sides the gates compare."""
+    """Everything validate measured; ``measured()`` gives the two sides the gates compare.
+
+    Recorded as :class:`pruneops.evidence.ValidationEvidence`, which reads it by attribute.
+    """
 
     target: str
     device: str
@@ -103,37 +106,6 @@ class ValidationReport:
             return Measured(metrics[self.primary_metric], runtimes, size, dict(self.unavailable))
 
         return side("dense"), side("candidate")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "device": self.device,
-            "primary_metric": self.primary_metric,
-            "accuracy_drop": self.accuracy_drop,
-            "dense_metrics": self.dense_metrics,
-            "candidate_metrics": self.candidate_metrics,
-            "unavailable": self.unavailable,
-            "sizes": self.sizes,
-            "runtimes": [
-                {
-                    "runtime": r.runtime,
-                    "device": r.device,
-                    "evidence": r.evidence,
-                    "dense_bytes": r.dense_bytes,
-                    "candidate_bytes": r.candidate_bytes,
-                    "peak_memory_bytes": r.peak_memory_bytes,
-                    "batches": {
-                        str(b): {
-                            "dense": res.dense.to_dict(),
-                            "candidate": res.candidate.to_dict(),
-                            "speedup": res.speedup.to_dict(),
-                        }
-                        for b, res in sorted(r.batches.items())
-                    },
-                }
-                for r in self.runtimes
-            ],
-        }
 
 
 def validate(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 from torch import nn
 
+from pruneops.evidence import ValidationEvidence
 from pruneops.gates import evaluate_gates
 from pruneops.pruning import MagnitudeConfig, prune_
 from pruneops.recipe import parse_recipe
@@ -48,7 +48,9 @@ def test_validate_measures_every_runtime_and_batch(digits_baseline: nn.Module, c
     )
     gate = evaluate_gates(*report.measured(), recipe.gates)
     assert gate.passed, gate.reasons
-    json.dumps(report.to_dict())  # the evidence is JSON, as it is logged to the registry
+    recorded = ValidationEvidence.model_validate(report)  # as it is logged to the registry
+    assert ValidationEvidence.model_validate_json(recorded.model_dump_json()) == recorded
+    assert recorded.runtimes[0].offline.speedup.ratio == onnx.offline.speedup.ratio
 
 
 def test_gate_fails_on_accuracy_with_reason(digits_baseline: nn.Module, channels_candidate: nn.Module) -> None:
