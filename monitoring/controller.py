@@ -147,10 +147,10 @@ class Controller:
         with self._lock:
             try:
                 # An alias moved in the MLflow UI is recorded within one interval of the move.
-                for event in self.registry.reconcile(model):
+                events, aliases = self.registry.sync(model)
+                for event in events:
                     log.warning("%s: %s %s v%s -> v%s (%s)", model, event.action, event.alias,
                                 event.from_version, event.version, event.why)  # fmt: skip
-                aliases = self.registry.aliases(model)
             except PruneopsError as err:
                 return self._error(model, "registry", f"cannot read aliases: {err}")
             self._export_registry(model, aliases)

@@ -592,6 +592,9 @@ def main() -> None:
     """Console-script entry point."""
     import os
 
+    from pruneops.settings import use_process_defaults
+
+    use_process_defaults()
     # MLflow logs schema migrations at INFO on every new store; the CLI shows its own progress.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # Nor its per-file download bars, which bury the steps' lines.

@@ -9,14 +9,22 @@ plus lineage tags prefixed ``pruneops.``. Aliases say what serves: ``champion``,
 Alias changes are idempotent: each re-reads the aliases and does nothing when the registry is
 already in the asked-for state, so calling ``rollback`` twice, or from two processes at
 once, leaves one consistent state. On a local SQLite store the change runs under a file lock;
-on a remote ``mlflow server`` the server serialises the individual writes. Every change is
-recorded as a registered-model tag ``pruneops.event.<time>`` (who, when, why), which is what
-:meth:`Registry.history` reads, so the audit trail lives in the registry itself. A change made
-elsewhere (a click in the MLflow UI, a script on MLflow's API) is found by
-:meth:`Registry.reconcile`, which compares the aliases with the state the recorded events
-leave and records each difference as an ``outside`` event; every alias change of pruneops and
-each controller poll reconcile first, so ``rollback`` after a UI change goes back to what
-served before it.
+on a remote ``mlflow server`` the server serialises the individual writes. Which moves an
+operation makes is decided by the pure functions of :mod:`pruneops.aliases`; this class reads
+the state, records the operation and applies the moves.
+
+Every operation is recorded (who, when, why) as one run of the ``pruneops-audit`` experiment,
+tagged with its model (:mod:`pruneops.audit`): the trail grows there, searchable by model,
+and never weighs on reading the aliases. The record is written before the moves and finished
+after them, so a process killed in between leaves a RUNNING record that the next alias
+operation completes: a move and its record are never separated. A change made elsewhere (a
+click in the MLflow UI, a script on MLflow's API) is found by :meth:`Registry.reconcile`,
+which compares the aliases with the state the last record leaves and records each difference
+as an ``outside`` operation; every alias change of pruneops and each controller poll reconcile
+first, so ``rollback`` after a UI change goes back to what served before it. Registries from
+before the audit experiment keep their events as ``pruneops.event.*`` model tags, still read.
+
+The constructor does no I/O: the first call checks a remote server is reachable.
 
 >>> import os, tempfile
 >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
@@ -33,13 +41,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,21 @@ import numpy as np
 from pydantic import BaseModel
 
 from pruneops import settings
+from pruneops.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    Move,
+    Plan,
+    after,
+    plan_promote,
+    plan_reconcile,
+    plan_remove,
+    plan_rollback,
+    plan_set,
+    still_to_apply,
+)
+from pruneops.audit import AT, AUDIT_EXPERIMENT, MODEL, AliasEvent, Operation, recorded_aliases
 from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
 from pruneops.filelock import file_lock
 from pruneops.integrity import MLFLOW_BOOKKEEPING, digest_tags, file_digests, recorded_digests, verify_folder
@@ -57,7 +79,6 @@ TAG_PREFIX = "pruneops."
 EVENT_PREFIX = "pruneops.event."
 #: The action of an alias change found in the registry that pruneops did not make.
 OUTSIDE = "outside"
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 EXPERIMENT = "pruneops"
 MODEL_DIR, REFERENCE_DIR, REPORT_DIR = "model", "reference", "report"
 REFERENCE_FILE, REPORT_FILE = "reference.parquet", "evaluation.json"
@@ -68,16 +89,10 @@ REGISTRATION_KEY, REGISTRATION_MODEL, REGISTRATION_OWNER = (
     "pruneops.registration.model",
     "pruneops.registration.owner",
 )
-#: How long an alias/record difference must last to count as a change made outside pruneops.
-RECONCILE_SETTLE_S = 1.0
+#: Attempts to read the aliases and the last record without another operation in between.
+RECONCILE_ATTEMPTS = 5
 #: A registration run still RUNNING this long after it started is abandoned, whoever owned it.
 STALE_REGISTRATION_S = 3600.0
-
-# Fail within seconds, not minutes, when a remote tracking server is down (MLflow's own
-# default retries for several minutes). Users can still override both.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @dataclass(frozen=True)
@@ -107,19 +122,6 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
-class AliasEvent:
-    """One recorded alias change: who moved which alias, from which version to which, and why."""
-
-    at: str
-    action: str
-    alias: str
-    version: str | None
-    from_version: str | None
-    who: str
-    why: str
-
-
-@dataclass(frozen=True)
 class AliasChange:
     """What an alias operation did; ``changed`` is False when the state was already right."""
 
@@ -140,13 +142,21 @@ class Registry:
     """
 
     def __init__(self, tracking_uri: str | None = None) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri or settings.tracking_uri()
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self._check_reachable()
-        self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self._mlflow: Any = None
+        self._audit_experiment: str | None = None
+
+    @property
+    def _client(self) -> Any:
+        """MLflow's client, made on first use (after checking a remote server answers)."""
+        if self._mlflow is None:
+            from mlflow import MlflowClient
+
+            if self.tracking_uri.startswith("sqlite:///"):
+                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self._check_reachable()
+            self._mlflow = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._mlflow
 
     # ------------------------------------------------------------------ reading
 
@@ -172,9 +182,26 @@ class Registry:
         return self.alias(name, text)
 
     def aliases(self, name: str) -> dict[str, str]:
-        """Alias → version number for one model."""
+        """Alias → version number for one model (one read of the registered model)."""
         model = self._require_model(name)
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version number ``alias`` points at, or ``None`` when it is not set: what a server polls.
+
+        One read of that alias's version, whose size does not grow with the model's history.
+        :class:`NotFoundError` when the model is not registered.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self._client.get_model_version_by_alias(name, alias).version)
+        except MlflowException as err:
+            # An unset alias is RESOURCE_DOES_NOT_EXIST on a server, INVALID_PARAMETER_VALUE on SQLite.
+            if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise RegistryError(f"registry error reading alias {alias} of {name!r}: {err.message}") from None
+        self._require_model(name)  # tells an unknown model from an unset alias
+        return None
 
     def versions(self, name: str) -> list[VersionInfo]:
         """Every version of a model, oldest first."""
@@ -190,7 +217,9 @@ class Registry:
     def history(self, name: str) -> list[AliasEvent]:
         """Every recorded alias change of a model, oldest first (:meth:`reconcile` first to
         include changes made outside pruneops)."""
-        return _events(self._require_model(name))
+        legacy = _legacy_events(self._require_model(name))
+        recorded = [event for _, _, op in self._operations(name) for event in op.events()]
+        return sorted(legacy, key=lambda e: e.at) + recorded
 
     def reconcile(self, name: str) -> list[AliasEvent]:
         """Record the alias changes made outside pruneops since the last recorded event.
@@ -200,6 +229,15 @@ class Registry:
         moved outside, ``previous`` is pointed at the champion it replaced, as ``promote``
         would have done, so ``rollback`` returns to it. Returns the events written (none
         when the registry and the record agree).
+        """
+        with self._alias_lock():
+            return self._reconcile(name)[0]
+
+    def sync(self, name: str) -> tuple[list[AliasEvent], dict[str, str]]:
+        """:meth:`reconcile`, and the aliases as they stand after it: a controller's poll, in as few reads.
+
+        Two reads of the audit trail's last record around one read of the registered model
+        when nothing changed.
         """
         with self._alias_lock():
             return self._reconcile(name)
@@ -516,24 +554,16 @@ class Registry:
         Only versions whose gate passed may hold an alias.
         """
         with self._alias_lock():
-            self._reconcile(name)
+            state = self._reconciled(name)
             info = self.version(name, version)
             self._require_gate(info)
-            current = self.aliases(name).get(alias)
-            if current == info.version:
-                return AliasChange("set", name, info.version, current, False, f"{alias} already v{info.version}")
-            event = self._move(name, alias, info.version, current, "set", why)
-            return AliasChange("set", name, info.version, current, True, f"{alias} -> v{info.version}", [event])
+            return self._carry_out(name, state, plan_set(state, alias, info.version), why)
 
     def remove_alias(self, name: str, alias: str, why: str = "") -> AliasChange:
         """Delete an alias (idempotent) and record it; e.g. withdraw a rejected challenger."""
         with self._alias_lock():
-            self._reconcile(name)
-            current = self.aliases(name).get(alias)
-            if current is None:
-                return AliasChange("remove", name, None, None, False, f"{alias} is not set")
-            event = self._move(name, alias, None, current, "remove", why)
-            return AliasChange("remove", name, None, current, True, f"{alias} v{current} removed", [event])
+            state = self._reconciled(name)
+            return self._carry_out(name, state, plan_remove(state, alias), why)
 
     def promote(self, name: str, version: str | int | None = None, why: str = "") -> AliasChange:
         """Make ``version`` (default: the challenger) the champion; the old champion becomes previous.
@@ -541,27 +571,17 @@ class Registry:
         Idempotent: promoting the version that already is champion changes nothing.
         """
         with self._alias_lock():
-            self._reconcile(name)
-            state = self.aliases(name)
+            state = self._reconciled(name)
             if version is None:
                 if CHALLENGER not in state:
                     raise NotFoundError(f"model {name!r} has no challenger to promote; pass a version")
                 version = state[CHALLENGER]
             info = self.version(name, version)
             self._require_gate(info)
-            old = state.get(CHAMPION)
-            if old == info.version:
-                return AliasChange("promote", name, old, old, False, f"v{old} is already champion")
-            events = []
-            # previous is set before champion moves, so a crash in between leaves the old
-            # champion serving with a valid rollback target.
-            if old is not None:
-                events.append(self._move(name, PREVIOUS, old, state.get(PREVIOUS), "promote", why))
-            events.append(self._move(name, CHAMPION, info.version, old, "promote", why))
-            if state.get(CHALLENGER) == info.version:
-                events.append(self._move(name, CHALLENGER, None, info.version, "promote", why))
-            self.set_tags(name, info.version, {"promoted_at": _now()})
-            return AliasChange("promote", name, info.version, old, True, f"champion v{old} -> v{info.version}", events)
+            change = self._carry_out(name, state, plan_promote(state, info.version), why)
+            if change.changed:
+                self.set_tags(name, info.version, {"promoted_at": _now()})
+            return change
 
     def rollback(self, name: str, to: str | int | None = None, why: str = "") -> AliasChange:
         """Make ``to`` (default: the ``previous`` alias) the champion again.
@@ -571,30 +591,22 @@ class Registry:
         finds the champion already rolled back and changes nothing.
         """
         with self._alias_lock():
-            self._reconcile(name)
-            state = self.aliases(name)
-            champion = state.get(CHAMPION)
-            if champion is None:
-                raise NotFoundError(f"model {name!r} has no champion to roll back")
-            target = str(to).removeprefix("v") if to is not None else state.get(PREVIOUS)
-            if target is None:
-                last = next((e for e in reversed(self.history(name)) if e.alias == CHAMPION), None)
-                if last is not None and last.action == "rollback" and last.version == champion:
-                    return AliasChange(
-                        "rollback", name, champion, champion, False, f"already rolled back to v{champion}"
-                    )
-                raise NotFoundError(f"model {name!r} has no previous version to roll back to; pass one with --to")
-            if target == champion:
-                return AliasChange("rollback", name, champion, champion, False, f"v{champion} is already champion")
-            info = self.version(name, target)
-            self._require_gate(info)
-            events = [self._move(name, CHAMPION, info.version, champion, "rollback", why)]
-            if PREVIOUS in state:
-                events.append(self._move(name, PREVIOUS, None, state[PREVIOUS], "rollback", why))
-            self.set_tags(name, champion, {"rolled_back_at": _now(), "rollback_reason": why or "manual rollback"})
-            return AliasChange(
-                "rollback", name, info.version, champion, True, f"champion v{champion} -> v{info.version}", events
-            )
+            state = self._reconciled(name)
+            last = None
+            if to is None and PREVIOUS not in state:  # is it rolled back already? (reads the history)
+                champion_events = [e for e in self.history(name) if e.alias == CHAMPION]
+                last = (champion_events[-1].action, champion_events[-1].version) if champion_events else None
+            try:
+                plan = plan_rollback(state, None if to is None else str(to), last)
+            except NotFoundError as err:
+                raise NotFoundError(f"model {name!r} has {err}") from None
+            if plan.moves:
+                self._require_gate(self.version(name, str(plan.version)))
+            change = self._carry_out(name, state, plan, why)
+            if change.changed and plan.from_version is not None:
+                reason = why or "manual rollback"
+                self.set_tags(name, plan.from_version, {"rolled_back_at": _now(), "rollback_reason": reason})
+            return change
 
     def create_webhook(self, name: str, url: str, events: list[str], secret: str) -> str:
         """Register an MLflow webhook (needs a SQL-backed server), or update the one of that name; returns its id.
@@ -608,9 +620,9 @@ class Registry:
         with self._mlflow_errors(f"creating webhook {name!r}"):
             existing = [hook for hook in self._all_webhooks() if hook.name == name]
             if existing:
-                webhook = self._client.update_webhook(existing[0].webhook_id, url=url, events=events, secret=secret)  # type: ignore[arg-type]
+                webhook = self._client.update_webhook(existing[0].webhook_id, url=url, events=events, secret=secret)
             else:
-                webhook = self._client.create_webhook(name=name, url=url, events=events, secret=secret)  # type: ignore[arg-type]
+                webhook = self._client.create_webhook(name=name, url=url, events=events, secret=secret)
         return str(webhook.webhook_id)
 
     def _all_webhooks(self) -> list[Any]:
@@ -625,56 +637,99 @@ class Registry:
 
     # ------------------------------------------------------------------ internals
 
-    def _move(
-        self, name: str, alias: str, version: str | None, from_version: str | None, action: str, why: str
-    ) -> AliasEvent:
-        """Set or delete one alias and record the change as an event tag."""
-        with self._mlflow_errors(f"moving alias {alias} of {name!r}"):
-            if version is None:
-                self._client.delete_registered_model_alias(name, alias)
-            else:
-                _retry_conflict(self._client.set_registered_model_alias, name, alias, version)
-        return self._record(name, AliasEvent(_now(), action, alias, version, from_version, settings.actor(), why))
+    def _carry_out(self, name: str, state: dict[str, str], plan: Plan, why: str) -> AliasChange:
+        """Record ``plan``'s moves, apply them, and say what changed."""
+        events = self._apply(name, plan.action, plan.moves, state, why)
+        return AliasChange(plan.action, name, plan.version, plan.from_version, bool(events), plan.message, events)
 
-    def _record(self, name: str, event: AliasEvent) -> AliasEvent:
-        with self._mlflow_errors(f"recording an alias change of {name!r}"):
-            key = f"{EVENT_PREFIX}{time.time_ns():020d}.{secrets.token_hex(3)}"
-            _retry_conflict(self._client.set_registered_model_tag, name, key, json.dumps(asdict(event)))
-        return event
-
-    def _alias_states(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
-        """The aliases the registry holds, and those its recorded events leave."""
-        model = self._require_model(name)
-        found = {alias: str(version) for alias, version in (model.aliases or {}).items()}
-        return found, recorded_aliases(_events(model))
-
-    def _reconcile(self, name: str) -> list[AliasEvent]:
-        """:meth:`reconcile` for a caller that holds the alias lock."""
-        found, recorded = self._alias_states(name)
-        if found == recorded:
+    def _apply(self, name: str, action: str, moves: list[Move], state: dict[str, str], why: str) -> list[AliasEvent]:
+        """Record the operation (RUNNING), apply its moves, finish the record. A crash in between is
+        completed by the next :meth:`_reconciled` (:func:`pruneops.aliases.still_to_apply`)."""
+        if not moves:
             return []
-        # pruneops moves an alias, then records the move: on a shared server another process
-        # may be between the two. Only a difference that lasts RECONCILE_SETTLE_S, with
-        # neither side moving meanwhile, is a change made outside pruneops.
-        time.sleep(RECONCILE_SETTLE_S)
-        found_then, recorded_then = found, recorded
-        found, recorded = self._alias_states(name)
-        outside = sorted(
-            alias
-            for alias in set(found) | set(recorded)
-            if found.get(alias) != recorded.get(alias)
-            and (found.get(alias), recorded.get(alias)) == (found_then.get(alias), recorded_then.get(alias))
-        )
-        who, why = "MLflow UI or API", f"not made by pruneops; found in the registry by {settings.actor()}"
-        events = [
-            self._record(name, AliasEvent(_now(), OUTSIDE, alias, found.get(alias), recorded.get(alias), who, why))
-            for alias in outside
-        ]
-        replaced, champion = recorded.get(CHAMPION), found.get(CHAMPION)
-        if CHAMPION in outside and replaced and champion and found.get(PREVIOUS) != replaced:
-            why = f"champion v{replaced} was replaced by v{champion} outside pruneops; it is the rollback target"
-            events.append(self._move(name, PREVIOUS, replaced, found.get(PREVIOUS), "reconcile", why))
-        return events
+        operation = Operation(_now(), name, action, settings.actor(), why, list(moves), after(state, moves))
+        run_id = self._begin(operation)
+        self._set_aliases(name, moves)
+        self._finish(run_id)
+        return operation.events()
+
+    def _set_aliases(self, name: str, moves: list[Move]) -> None:
+        with self._mlflow_errors(f"moving aliases of {name!r}"):
+            for move in moves:
+                if move.version is None:
+                    with contextlib.suppress(Exception):  # already gone: the move is done
+                        self._client.delete_registered_model_alias(name, move.alias)
+                else:
+                    _retry_conflict(self._client.set_registered_model_alias, name, move.alias, move.version)
+
+    def _begin(self, operation: Operation, finished: bool = False) -> str:
+        """Write an operation's audit run (RUNNING unless ``finished``); returns the run id."""
+        with self._mlflow_errors(f"recording an alias change of {operation.model!r}"):
+            run = self._client.create_run(self._audit_experiment_id(), tags=operation.tags(),
+                                          run_name=f"{operation.model}: {operation.action}")  # fmt: skip
+            if finished:
+                self._client.update_run(run.info.run_id, status="FINISHED")
+        return str(run.info.run_id)
+
+    def _finish(self, run_id: str) -> None:
+        # update_run, not set_terminated: that one prints the run's URL to stdout on a server.
+        with self._mlflow_errors("finishing an alias change's record"):
+            self._client.update_run(run_id, status="FINISHED")
+
+    def _operations(self, name: str, newest: int | None = None) -> list[tuple[str, str, Operation]]:
+        """(run id, status, operation) of the model's audit runs, oldest first; only the ``newest`` N if given."""
+        from mlflow.entities import ViewType
+
+        found: list[Any] = []
+        token = None
+        with self._mlflow_errors(f"reading the audit trail of {name!r}"):
+            while True:
+                page = self._client.search_runs(
+                    [self._audit_experiment_id()], f"tags.`{MODEL}` = '{_quoted(name)}'", ViewType.ACTIVE_ONLY,
+                    max_results=newest or 1000, order_by=[f"tags.`{AT}` DESC"], page_token=token,
+                )  # fmt: skip
+                found.extend(page)
+                token = page.token
+                if newest is not None or not token:
+                    break
+        runs = [(run.info.run_id, run.info.status, Operation.from_tags(run.data.tags)) for run in found]
+        return sorted(runs, key=lambda r: r[2].at)
+
+    def _reconciled(self, name: str) -> dict[str, str]:
+        """:meth:`reconcile` for a caller that holds the alias lock; returns the aliases after it."""
+        return self._reconcile(name)[1]
+
+    def _reconcile(self, name: str) -> tuple[list[AliasEvent], dict[str, str]]:
+        """Complete a crashed operation, then record and repair changes made outside pruneops.
+
+        Reads the last record, then the aliases, then the last record again: an operation that
+        another process recorded in between is read again rather than called outside.
+        """
+        events: list[AliasEvent] = []
+        for _ in range(RECONCILE_ATTEMPTS):
+            last = self._operations(name, newest=1)
+            model = self._require_model(name)
+            found = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+            if last and last[-1][1] == "RUNNING":  # recorded, maybe not applied: finish it
+                run_id, _, operation = last[-1]
+                self._set_aliases(name, still_to_apply(found, operation.moves))
+                self._finish(run_id)
+                continue
+            recorded = last[-1][2].aliases if last else recorded_aliases(_legacy_events(model))
+            if found == recorded:
+                return events, found
+            if self._operations(name, newest=1) != last:
+                continue  # another operation landed between the reads
+            outside, repair = plan_reconcile(found, recorded)
+            who, why = "MLflow UI or API", f"not made by pruneops; found in the registry by {settings.actor()}"
+            operation = Operation(_now(), name, "outside", who, why, outside, dict(found))
+            self._begin(operation, finished=True)
+            events += operation.events()
+            if repair:
+                why = f"champion v{recorded.get(CHAMPION)} was replaced outside pruneops; it is the rollback target"
+                events += self._apply(name, "reconcile", repair, found, why)
+            return events, after(found, repair)
+        raise RegistryError(f"the aliases of {name!r} kept changing while being read; try again")
 
     def _require_gate(self, info: VersionInfo) -> None:
         if info.tag("gate") == "failed":
@@ -696,8 +751,13 @@ class Registry:
                 return None
             raise RegistryError(f"registry error reading model {name!r}: {err.message}") from None
 
-    def _experiment_id(self) -> str:
-        found = self._client.get_experiment_by_name(EXPERIMENT)
+    def _audit_experiment_id(self) -> str:
+        if self._audit_experiment is None:
+            self._audit_experiment = self._experiment_id(AUDIT_EXPERIMENT)
+        return self._audit_experiment
+
+    def _experiment_id(self, experiment: str = EXPERIMENT) -> str:
+        found = self._client.get_experiment_by_name(experiment)
         if found is not None:
             return str(found.experiment_id)
         location = None
@@ -706,7 +766,13 @@ class Registry:
             # keep them beside the database instead.
             db = Path(self.tracking_uri.removeprefix("sqlite:///"))
             location = (db.parent / "artifacts").as_uri()
-        return str(self._client.create_experiment(EXPERIMENT, artifact_location=location))
+        try:
+            return str(self._client.create_experiment(experiment, artifact_location=location))
+        except Exception:  # another process created it first
+            found = self._client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            return str(found.experiment_id)
 
     def _log_evidence(
         self,
@@ -905,29 +971,10 @@ def _quoted(value: str) -> str:
     return value
 
 
-def _events(model: Any) -> list[AliasEvent]:
-    """A registered model's recorded alias events, oldest first."""
+def _legacy_events(model: Any) -> list[AliasEvent]:
+    """Alias events kept as ``pruneops.event.*`` registered-model tags (registries from before the audit runs)."""
     tags = model.tags or {}
-    events = [AliasEvent(**json.loads(v)) for k, v in tags.items() if k.startswith(EVENT_PREFIX)]
-    return sorted(events, key=lambda e: e.at)
-
-
-def recorded_aliases(events: Sequence[AliasEvent]) -> dict[str, str]:
-    """The aliases the recorded events leave, oldest event first.
-
-    >>> recorded_aliases([AliasEvent("1", "set", "champion", "1", None, "me", ""),
-    ...                   AliasEvent("2", "promote", "champion", "2", "1", "me", ""),
-    ...                   AliasEvent("3", "set", "challenger", "3", None, "me", ""),
-    ...                   AliasEvent("4", "remove", "challenger", None, "3", "me", "")])
-    {'champion': '2'}
-    """
-    state: dict[str, str] = {}
-    for event in events:
-        if event.version is None:
-            state.pop(event.alias, None)
-        else:
-            state[event.alias] = event.version
-    return state
+    return [AliasEvent(**json.loads(v)) for k, v in tags.items() if k.startswith(EVENT_PREFIX)]
 
 
 def _now() -> str:

@@ -64,3 +64,27 @@ def actor() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name in some containers
         return "unknown"
+
+
+#: MLflow settings for the processes pruneops owns (the CLI and the services it starts, the
+#: pipeline's steps): fail within seconds, not minutes, when a remote tracking server is down
+#: (MLflow's own default retries for several minutes), and no telemetry. Set only where unset.
+MLFLOW_PROCESS_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
+def use_process_defaults() -> None:
+    """Apply :data:`MLFLOW_PROCESS_DEFAULTS` to this process's environment, keeping what the user set.
+
+    Called by entry points, never on import: a library user's process keeps its own settings.
+
+    >>> os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"
+    >>> use_process_defaults()
+    >>> os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"], os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    ('60', '2')
+    """
+    for key, value in MLFLOW_PROCESS_DEFAULTS.items():
+        os.environ.setdefault(key, value)

@@ -63,7 +63,13 @@ def with_target(recipe: Recipe, target: str) -> Recipe:
 
 
 def use_tracking_uri(uri: str) -> None:
-    """Point MLflow at ``uri`` for this process (empty: keep the environment's default)."""
+    """Point MLflow at ``uri`` for this step's process (empty: keep the environment's default).
+
+    Also applies pruneops's MLflow process defaults (:func:`pruneops.settings.use_process_defaults`).
+    """
+    from pruneops.settings import use_process_defaults
+
+    use_process_defaults()
     if uri:
         os.environ["MLFLOW_TRACKING_URI"] = uri
 

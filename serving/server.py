@@ -143,7 +143,7 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
 
     def _follow(self, alias: str, served: ServedVersion | None, optional: bool = False) -> ServedVersion | None:
         try:
-            target = self.registry.aliases(self.name).get(alias)
+            target = self.registry.alias_version(self.name, alias)
         except PruneopsError as err:
             log.warning("cannot read aliases of %s: %s", self.name, err)
             return served

@@ -134,25 +134,109 @@ def test_alias_changes_made_outside_pruneops_are_recorded_and_rolled_back(
     assert tail == [("outside", CHALLENGER, None), ("promote", PREVIOUS, v2), ("promote", CHAMPION, v1)]
 
 
-def test_a_move_recorded_within_the_settle_window_is_not_called_outside(
+def test_an_operation_of_another_process_in_flight_is_completed_not_called_outside(
     registry: Registry, name: str, tmp_path: Path
 ) -> None:
-    """Another pruneops process between moving an alias and recording it is not an outside change."""
-    import threading
-
-    from mlflow import MlflowClient
-
-    from pruneops.registry import AliasEvent
+    """Another process has recorded its promotion and not yet moved the aliases: reconcile finishes it."""
+    from pruneops.aliases import Move
+    from pruneops.audit import Operation
 
     v1, v2 = (register(registry, name, tmp_path, seed) for seed in range(2))
     registry.set_alias(name, CHAMPION, v1)
-    MlflowClient(registry.tracking_uri, registry.tracking_uri).set_registered_model_alias(name, CHAMPION, v2)
-    event = AliasEvent("9999", "promote", CHAMPION, v2, v1, "other process", "its own move")
-    late = threading.Timer(0.2, registry._record, (name, event))  # the other process records its move
-    late.start()
-    assert registry.reconcile(name) == []
-    late.join()
-    assert [e.action for e in registry.history(name)] == ["set", "promote"]
+    moves = [Move(PREVIOUS, v1, None), Move(CHAMPION, v2, v1)]
+    registry._begin(Operation("2999-01-01T00:00:00+00:00", name, "promote", "other process", "its own move",
+                              moves, {CHAMPION: v2, PREVIOUS: v1}))  # fmt: skip
+    assert registry.reconcile(name) == []  # nothing outside: the record was there first
+    assert registry.aliases(name) == {CHAMPION: v2, PREVIOUS: v1}
+    assert [(e.action, e.alias) for e in registry.history(name)] == [
+        ("set", CHAMPION), ("promote", PREVIOUS), ("promote", CHAMPION)
+    ]  # fmt: skip
+
+
+KILLED_PROMOTION = """
+import os, sys
+from mlflow import MlflowClient
+from pruneops.registry import Registry
+
+real = MlflowClient.set_registered_model_alias
+calls = []
+def killed_on_second_move(self, *args):
+    calls.append(args)
+    if len(calls) == 2:
+        os._exit(9)  # killed: previous moved, champion not yet
+    return real(self, *args)
+MlflowClient.set_registered_model_alias = killed_on_second_move
+Registry().promote(sys.argv[1], why="killed half way")
+"""
+
+
+def test_a_process_killed_between_two_moves_leaves_a_record_the_next_operation_completes(
+    registry: Registry, name: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    v1, v2 = (register(registry, name, tmp_path, seed) for seed in range(2))
+    registry.set_alias(name, CHAMPION, v1)
+    registry.set_alias(name, CHALLENGER, v2)
+    killed = subprocess.run([sys.executable, "-c", KILLED_PROMOTION, name], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert killed.returncode == 9, killed.stderr
+    assert registry.aliases(name) == {CHAMPION: v1, CHALLENGER: v2, PREVIOUS: v1}  # half applied
+    assert registry.reconcile(name) == []  # completed, and nothing called outside
+    assert registry.aliases(name) == {CHAMPION: v2, PREVIOUS: v1}
+    promote = [(e.alias, e.version) for e in registry.history(name) if e.action == "promote"]
+    assert promote == [(PREVIOUS, v1), (CHAMPION, v2), (CHALLENGER, None)]  # recorded once
+    assert not [e for e in registry.history(name) if e.action == "outside"]
+
+
+def test_the_trail_grows_in_audit_runs_not_on_the_registered_model(
+    registry: Registry, name: str, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    v1, v2 = (register(registry, name, tmp_path, seed) for seed in range(2))
+    client = MlflowClient(registry.tracking_uri, registry.tracking_uri)
+    registry.set_alias(name, CHAMPION, v1)
+    tags_before = dict(client.get_registered_model(name).tags)
+    for _ in range(5):
+        registry.set_alias(name, CHALLENGER, v2)
+        registry.promote(name)
+        registry.rollback(name)
+    assert dict(client.get_registered_model(name).tags) == tags_before  # nothing piles up there
+    assert len(registry.history(name)) == 1 + 5 * (1 + 3 + 2)
+    audit = client.get_experiment_by_name("pruneops-audit")
+    runs = client.search_runs([audit.experiment_id], f"tags.`pruneops.audit.model` = '{name}'", max_results=100)
+    assert len(runs) == 1 + 5 * 3 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_server_polls_one_alias(registry: Registry, name: str, tmp_path: Path) -> None:
+    v1 = register(registry, name, tmp_path)
+    assert registry.alias_version(name, CHAMPION) is None
+    registry.set_alias(name, CHAMPION, v1)
+    assert registry.alias_version(name, CHAMPION) == v1
+    with pytest.raises(NotFoundError, match="not registered"):
+        registry.alias_version("no-such-model-" + name, CHAMPION)
+
+
+def test_events_kept_as_model_tags_by_older_registries_still_count(
+    registry: Registry, name: str, tmp_path: Path
+) -> None:
+    import json
+
+    from mlflow import MlflowClient
+
+    v1, v2 = (register(registry, name, tmp_path, seed) for seed in range(2))
+    client = MlflowClient(registry.tracking_uri, registry.tracking_uri)
+    # What pruneops wrote before the audit runs: the move, then an event tag on the model.
+    client.set_registered_model_alias(name, CHAMPION, v1)
+    old = {"at": "2026-01-01T00:00:00+00:00", "action": "set", "alias": CHAMPION, "version": v1,
+           "from_version": None, "who": "old pruneops", "why": "before"}  # fmt: skip
+    client.set_registered_model_tag(name, "pruneops.event.00000000000000000001.abcdef", json.dumps(old))
+    assert registry.reconcile(name) == []  # the old record explains the alias
+    registry.set_alias(name, CHALLENGER, v2)
+    history = registry.history(name)
+    assert [(e.who, e.alias) for e in history] == [("old pruneops", CHAMPION), (history[1].who, CHALLENGER)]
 
 
 def test_failed_gate_never_gets_an_alias(registry: Registry, name: str, tmp_path: Path) -> None:
@@ -237,8 +321,9 @@ def test_unreachable_server_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import free_port
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    registry = Registry()  # no I/O until it is used
     with pytest.raises(RegistryError, match="cannot reach the MLflow tracking server"):
-        Registry()
+        registry.aliases("digits")
 
 
 def test_default_store_is_sqlite_in_state_dir(isolated_state: Path, tmp_path: Path) -> None:
