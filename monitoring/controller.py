@@ -68,7 +68,21 @@ def analyse(
     """Query Prometheus and judge the challenger against ``spec``; with ``namespace``, only
     that install's series count (another install may serve a model of the same name).
 
-    >>> # analyse(PromQuery("http://127.0.0.1:9090"), "digits", "1", "2", RolloutSpec(), "production")
+    ``prom`` is anything with PromQuery's ``scalar(query)``; here, a Prometheus whose challenger
+    served 500 requests with no fault and a p99 three times the champion's:
+
+    >>> class Recorded:
+    ...     def scalar(self, query: str) -> float | None:
+    ...         if query.startswith("histogram_quantile"):  # p99, seconds
+    ...             return 0.030 if 'version="2"' in query else 0.010
+    ...         if "pruneops_drift_share" in query:
+    ...             return 0.0
+    ...         if "pruneops_requests_total" in query and "code=~" not in query:
+    ...             return 500.0  # the challenger's requests; no series of server faults
+    ...         return None
+    >>> verdict = analyse(Recorded(), "digits", "1", "2", RolloutSpec(max_latency_ratio=1.5))
+    >>> verdict.result, verdict.reasons
+    ('failed', ('p99 latency ratio 3.00 > 1.5 (+20.0 ms)',))
     """
     w = spec.window
     install = f',namespace="{namespace}"' if namespace else ""

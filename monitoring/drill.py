@@ -35,7 +35,9 @@ DRILL_SOURCE = "drill"
 def slow_onnx(source: str | Path, target: str | Path, matmuls: int = 4, size: int = 512) -> Path:
     """Copy an ONNX model, adding ``matmuls`` input-dependent ``size``-square products whose result is x0.
 
-    >>> # slow_onnx("model.onnx", "slow.onnx")  # same outputs, ~matmuls * size**3 more MACs
+    Usage::
+
+        slow_onnx("model.onnx", "slow.onnx")  # same outputs, ~matmuls * size**3 more MACs
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -78,7 +80,9 @@ def register_copy(
 
     ``prepare`` may change the downloaded model folder first. Returns the new version.
 
-    >>> # register_copy(Registry(), "digits", "1", {"parent_version": "1"})
+    Usage (needs a registry)::
+
+        register_copy(Registry(), "digits", "1", {"parent_version": "1"})
     """
     info = registry.version(model, parent)
     reference = registry.load_reference(model, parent)
@@ -181,7 +185,9 @@ def run_drill(
 ) -> DrillResult:
     """Promote a regressed copy of the champion and time the loop until the champion serves again.
 
-    >>> # run_drill(Registry(), "digits", Traffic(stack.url("sidecar"), "digits").start())
+    Usage (needs a running stack)::
+
+        run_drill(Registry(), "digits", Traffic(stack.url("sidecar"), "digits").start())
     """
     good = registry.aliases(model)["champion"]
     bad = register_regression(registry, model, good, matmuls)
@@ -245,7 +251,9 @@ def closed_loop(
 
     ``while_up`` is called with the running stack after the drill (tests check dashboards there).
 
-    >>> # closed_loop("digits", Path("/tmp/loop"), task.example_input(300).numpy())
+    Usage (needs Prometheus and Alertmanager)::
+
+        closed_loop("digits", Path("/tmp/loop"), task.example_input(300).numpy())
     """
     registry = Registry()
     challenger = registry.aliases(model).get("challenger")

@@ -11,7 +11,9 @@ refused with one line, before any step. A failing step stops the run with
 the step's name and reason, and leaves the registry as it was (registration is the last
 write).
 
->>> # result = run_local("digits", "1", load_recipe("recipes/channels-50-cpu.yaml"))
+Usage (needs a registry)::
+
+    result = run_local("digits", "1", load_recipe("recipes/channels-50-cpu.yaml"))
 """
 
 import importlib.util

@@ -171,8 +171,10 @@ def import_encoder(folder: Path, flavor: dict[str, Any]) -> tuple[PooledEncoder,
     Its components folder (the tokenizer) becomes the model's assets, carried to every
     version pruned from it.
 
-    >>> # model, spec = import_encoder(Path("downloaded"), mlmodel["flavors"]["transformers"])
-    >>> # spec.factory == "pruneops.encoders:encoder_from_config"
+    Usage (needs a downloaded transformers model)::
+
+        model, spec = import_encoder(Path("downloaded"), mlmodel["flavors"]["transformers"])
+        spec.factory == "pruneops.encoders:encoder_from_config"
     """
     from transformers import AutoModel
 
@@ -315,7 +317,9 @@ def add_transformers_flavor(folder: str | Path, model: nn.Module, probe: Any) ->
     The transformers model must reproduce the probe (else :class:`ModelFormatError`). Returns
     False, adding nothing, for other models and for an encoder without a tokenizer.
 
-    >>> # add_transformers_flavor(staged, load_model(staged), Probe.load(staged))  -> True
+    Usage (needs the transformers extra)::
+
+        add_transformers_flavor(staged, load_model(staged), Probe.load(staged))  -> True
     """
     folder = Path(folder)
     spec = ArchSpec.from_json((folder / ARCH_FILE).read_text())

@@ -73,8 +73,11 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, dynam
             program = torch.onnx.export(
                 model, (example,), dynamo=True, dynamic_shapes=shapes, verbose=False, output_names=[OUTPUT_NAME]
             )
-            assert program is not None
+            if program is None:  # dynamo=True always returns one; say so plainly if that ever changes
+                raise ExportError(f"cannot export {type(model).__name__} to ONNX: the exporter returned nothing")
             program.save(str(path))
+    except ExportError:
+        raise
     except Exception as err:  # noqa: BLE001 - the exporter raises many types; all mean "cannot export"
         first_line = _ANSI.sub("", str(err)).splitlines()[0] if str(err) else repr(err)
         raise ExportError(f"cannot export {type(model).__name__} to ONNX: {first_line}") from None

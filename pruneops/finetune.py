@@ -127,7 +127,11 @@ def finetune(
 
 
 def cubic_schedule(final: float, steps: int) -> list[float]:
-    """Gradual pruning targets (Zhu & Gupta, 2017): ``s_k = s (1 - (1 - k/K)^3)``; fast early, slow late."""
+    """Gradual pruning targets (Zhu & Gupta, 2017): ``s_k = s (1 - (1 - k/K)^3)``; fast early, slow late.
+
+    >>> [round(s, 3) for s in cubic_schedule(0.8, 4)]
+    [0.463, 0.7, 0.788, 0.8]
+    """
     return [final * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)]
 
 
@@ -205,7 +209,8 @@ def prune_and_recover(
         steps.append(
             {"step": index + 1, "target_sparsity": target, "sparsity": report.sparsity, "finetune": history.history}
         )
-    assert report is not None
+    if report is None:  # a schedule always has a step; never let -O turn this into a None report
+        raise PruningError("the pruning schedule has no step")
     report.masks = masks_of(model)
     return RecoveryResult(report, steps)
 

@@ -56,7 +56,14 @@ def sha256_file(path: Path) -> str:
 
 
 def file_digests(folder: str | Path, under: str) -> dict[str, str]:
-    """``{"<under>/<relative path>": sha256}`` for every file below ``folder`` (but MLflow's bookkeeping)."""
+    """``{"<under>/<relative path>": sha256}`` for every file below ``folder`` (but MLflow's bookkeeping).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "arch.json").write_text("{}")
+    ...     file_digests(tmp, "model")
+    {'model/arch.json': '44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a'}
+    """
     folder = Path(folder)
     return {
         f"{under}/{path.relative_to(folder).as_posix()}": sha256_file(path)
@@ -66,7 +73,11 @@ def file_digests(folder: str | Path, under: str) -> dict[str, str]:
 
 
 def digest_tags(digests: Mapping[str, str]) -> dict[str, str]:
-    """Short tag names (``sha256.model/arch.json``) for :meth:`Registry.register`."""
+    """Short tag names (``sha256.model/arch.json``) for :meth:`Registry.register`.
+
+    >>> digest_tags({"model/arch.json": "44136f"})
+    {'sha256.model/arch.json': '44136f'}
+    """
     return {DIGEST_TAG + path: value for path, value in digests.items()}
 
 
@@ -85,7 +96,19 @@ def recorded_digests(tags: Mapping[str, str], under: str) -> dict[str, str]:
 
 
 def verify_folder(folder: str | Path, under: str, tags: Mapping[str, str], what: str = "") -> None:
-    """Refuse ``folder`` unless its files are exactly those recorded in ``tags``, byte for byte."""
+    """Refuse ``folder`` unless its files are exactly those recorded in ``tags``, byte for byte.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "arch.json").write_text("{}")
+    ...     recorded = digest_tags(file_digests(tmp, "model"))
+    ...     verify_folder(tmp, "model", recorded)  # as registered: nothing to say
+    ...     _ = (Path(tmp) / "arch.json").write_text('{"factory": "os:system"}')
+    ...     verify_folder(tmp, "model", recorded, "digits v2")
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.IntegrityError: digits v2: model/arch.json: sha256 ... differs from the ... recorded at registration
+    """
     expected = recorded_digests(tags, under)
     prefix = f"{what}: " if what else ""
     if not expected:

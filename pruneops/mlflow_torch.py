@@ -9,7 +9,9 @@ elsewhere the same weights in fp32 torch on the CPU, with a warning. The model i
 :func:`pruneops.modelio.load_model`, under the same trust rules as everywhere (no pickle; the
 factory must be trusted). ``predict`` answers as ONNX Runtime's pyfunc does: ``{output name: array}``.
 
->>> # mlflow.pyfunc.load_model("models:/digits@challenger").predict(x)  -> {"logits": array(...)}
+Usage (needs a registry)::
+
+    mlflow.pyfunc.load_model("models:/digits@challenger").predict(x)  -> {"logits": array(...)}
 """
 
 from __future__ import annotations

@@ -61,12 +61,12 @@ def register_model(
         raise TaskError("give either a task (import path or data: spec) or a data file with a metric")
     with tempfile.TemporaryDirectory() as tmp:  # a downloaded source lives until it is saved
         module, spec = _as_module(model, arch, registry, Path(tmp))
-        if data is not None:
-            task = _log_data(registry, name, Path(data), metric or "", module)
-        assert task is not None
-        loaded = load_task(task)
+        task_path = task if data is None else _log_data(registry, name, Path(data), metric or "", module)
+        if task_path is None:  # unreachable after the check above; a clear error, not an assert that -O removes
+            raise TaskError("give either a task (import path or data: spec) or a data file with a metric")
+        loaded = load_task(task_path)
         _check_runs(module, loaded)
-        return register_source(registry, name, module, spec, loaded, task)
+        return register_source(registry, name, module, spec, loaded, task_path)
 
 
 def _as_module(

@@ -510,7 +510,9 @@ class Registry:
         """Where a person opens a version's HTML report: its page in the MLflow UI on a tracking
         server, the file itself on a local store; None when the run logged no report.
 
-        >>> # Registry().report_location(Registry().version("digits", "2"))
+        Usage::
+
+            Registry().report_location(Registry().version("digits", "2"))
         """
         if not info.run_id:
             return None

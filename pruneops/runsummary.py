@@ -92,7 +92,9 @@ def speedups(validation: ValidationEvidence) -> list[Speedup]:
 def summarize(registry: Registry, model: str, version: str) -> RunSummary:
     """Read a pipeline-made version's summary from the registry.
 
-    >>> # summarize(Registry(), "digits", "2").lines()
+    Usage::
+
+        summarize(Registry(), "digits", "2").lines()
     """
     info = registry.version(model, version)
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,8 +6,10 @@ size: batch 1 is the SingleStream scenario, larger batches the Offline one. A ru
 cannot run here is recorded with its reason (and fails the gate); nothing else is measured
 in its place.
 
->>> # report = validate(dense, candidate, task, recipe.validate_, workdir)
->>> # result = evaluate_gates(*report.measured(), recipe.gates)
+Usage::
+
+    report = validate(dense, candidate, task, recipe.validate_, workdir)
+    result = evaluate_gates(*report.measured(), recipe.gates)
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ Client errors get 4xx with ``{"error": ...}``: malformed JSON 400, a body that d
 parse as V2 422, wrong shape, datatype, size or a non-finite number 400, unknown model or
 version 404, oversized body 413.
 
->>> # app = create_app(RegistryModel("digits", Registry(), ServerMetrics()))
+Usage (needs a registry)::
+
+    app = create_app(RegistryModel("digits", Registry(), ServerMetrics()))
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route annotations at run time.

@@ -20,7 +20,9 @@ finite outputs, of the shape clients get now from the version being served, agre
 the outputs recorded when the model was saved. A classifier cut to 7 outputs, weights
 scaled to overflow, or an ONNX file that is not the registered model never serve.
 
->>> # served = load_version(Registry(), "digits", "champion", alias="champion", device="cpu")
+Usage (needs a registry)::
+
+    served = load_version(Registry(), "digits", "champion", alias="champion", device="cpu")
 """
 
 from __future__ import annotations

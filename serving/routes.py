@@ -35,7 +35,13 @@ METHOD_NOT_ALLOWED = "method not allowed"
 
 
 def match(method: str, path: str) -> str | None:
-    """The route's name, :data:`METHOD_NOT_ALLOWED` for a known path with another method, or None."""
+    """The route's name, :data:`METHOD_NOT_ALLOWED` for a known path with another method, or None.
+
+    >>> match("POST", "/v2/models/digits/infer"), match("GET", "/v2/models/digits/infer") == METHOD_NOT_ALLOWED
+    ('infer', True)
+    >>> match("POST", "/v2/repository/models/digits/unload") is None  # not public: the sidecar never forwards it
+    True
+    """
     known_path = False
     for name, methods, pattern in ROUTES:
         if pattern.match(path):

@@ -36,6 +36,12 @@ def first_tensor(body: bytes | bytearray, header_length: int | None, part: str) 
 
     ``header_length`` is the ``Inference-Header-Content-Length`` header's value (None for
     a plain JSON body).
+
+    >>> body = b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
+    >>> first_tensor(body, None, "inputs")
+    array([[1., 2.]], dtype=float32)
+    >>> first_tensor(b"not json", None, "inputs") is None
+    True
     """
     try:
         if header_length is None:

@@ -19,7 +19,11 @@ from pruneops.pruning.masks import as_rows, prune_count
 
 
 def magnitude(weight: torch.Tensor, norm: int = 1) -> torch.Tensor:
-    """|w| (L1) or w² (L2); the ranking is the same, the global threshold is not."""
+    """|w| (L1) or w² (L2); the ranking is the same, the global threshold is not.
+
+    >>> magnitude(torch.tensor([-3.0, 2.0])), magnitude(torch.tensor([-3.0, 2.0]), norm=2)
+    (tensor([3., 2.]), tensor([9., 4.]))
+    """
     return weight.abs() if norm == 1 else weight.pow(2)
 
 

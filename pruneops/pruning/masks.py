@@ -27,7 +27,12 @@ def prune_count(numel: int, sparsity: float) -> int:
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep all but the ``round(sparsity * numel)`` lowest-scoring entries (ties broken by position)."""
+    """Keep all but the ``round(sparsity * numel)`` lowest-scoring entries (ties broken by position).
+
+    >>> topk_mask(torch.tensor([[0.1, 0.9], [0.5, 0.2]]), 0.5)
+    tensor([[False,  True],
+            [ True, False]])
+    """
     flat = scores.reshape(-1)
     remove = prune_count(flat.numel(), sparsity)
     mask = torch.ones_like(flat, dtype=torch.bool)
@@ -73,6 +78,9 @@ def as_rows(weight: torch.Tensor) -> torch.Tensor:
     """The weight as a 2-D ``(outputs, inputs)`` matrix: a conv's input is ``in * kh * kw``.
 
     N:M groups and SparseGPT columns follow this layout (the GEMM's reduction dimension).
+
+    >>> as_rows(torch.zeros(8, 3, 2, 2)).shape
+    torch.Size([8, 12])
     """
     return weight.reshape(weight.shape[0], -1)
 
@@ -81,6 +89,9 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep the ``n`` highest scores in every group of ``m`` consecutive inputs of each row.
 
     Raises ``ValueError`` when the input dimension is not a multiple of ``m``.
+
+    >>> nm_mask(torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.5, 0.6, 0.7, 0.8]]), 2, 4).int()
+    tensor([[1, 0, 1, 0, 0, 0, 1, 1]], dtype=torch.int32)
     """
     rows = as_rows(scores)
     if rows.shape[1] % m:

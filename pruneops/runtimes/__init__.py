@@ -64,7 +64,11 @@ class Runtime(ABC):
 
 
 def device_name(target: str) -> str:
-    """A readable name of the device a target runs on ("NVIDIA H100 80GB HBM3", a CPU model)."""
+    """A readable name of the device a target runs on ("NVIDIA H100 80GB HBM3", a CPU model).
+
+    >>> isinstance(device_name("cpu"), str) and device_name("cpu") != ""
+    True
+    """
     if target == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name()
     try:
