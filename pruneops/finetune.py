@@ -175,7 +175,7 @@ def prune_and_recover(
     schedule = prune.schedule
     if schedule.kind == "iterative" and prune.nm is not None:
         raise PruningError("an N:M pattern has one fixed sparsity; use schedule kind: oneshot")
-    if schedule.rewind_epoch is not None and prune.pattern in ("channels", "heads", "blocks"):
+    if schedule.rewind_epoch is not None and prune.structured:
         raise PruningError("weight rewinding needs masks; structured pruning changes shapes, drop rewind_epoch")
     final = float(prune.sparsity or 0)
     targets = [final] if schedule.kind == "oneshot" else _targets(final, schedule.steps, schedule.curve)
@@ -187,7 +187,7 @@ def prune_and_recover(
     steps: list[dict[str, Any]] = []
     reached = 0.0
     report: PruneReport | None = None
-    if prune.method == "movement" and prune.pattern not in ("channels", "heads", "blocks"):
+    if prune.method == "movement" and not prune.structured:
         # Movement scores come from training: gather them in a dense fine-tuning pass first,
         # rather than from one noisy gradient estimate on a converged model.
         tracker = MovementTracker(select_layers(model, filter_fn))
@@ -224,7 +224,7 @@ def _step_config(
 ) -> PruneConfig:
     """The config for one step. Structured steps remove a share of what is left."""
     spec = prune
-    if prune.pattern in ("channels", "heads", "blocks"):
+    if prune.structured:
         target = 1 - (1 - target) / (1 - reached)
     if prune.nm is None:
         spec = prune.model_copy(update={"sparsity": target})

@@ -18,30 +18,21 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pruneops import patterns
 from pruneops.errors import RecipeError
 
 Method = Literal["magnitude", "wanda", "sparsegpt", "taylor", "movement", "bn_scale", "random"]
 Runtime = Literal["torch", "torch-compile", "torch-sparse", "onnxruntime"]
 
-STRUCTURED_PATTERNS = ("channels", "heads", "blocks")
-_NM_RE = re.compile(r"^(\d+):(\d+)$")
-
-# Which criteria make sense for which granularity. Wanda and SparseGPT score single weights
-# from calibration activations; BN scale scores whole channels; movement needs training.
-_METHODS_FOR = {
-    "unstructured": {"magnitude", "wanda", "sparsegpt", "taylor", "movement", "random"},
-    "nm": {"magnitude", "wanda", "sparsegpt", "taylor", "random"},
-    "channels": {"magnitude", "taylor", "bn_scale", "random"},
-    "heads": {"magnitude", "taylor", "random"},
-    "blocks": {"magnitude", "taylor", "random"},
-}
+# The pattern rules (granularities, the criteria and scopes each takes) are the engine's:
+# pruneops.patterns, which the configs check with too.
+STRUCTURED_PATTERNS = patterns.STRUCTURED
 
 
 class _Strict(BaseModel):
@@ -85,60 +76,34 @@ class PruneSpec(_Strict):
     calibration_batches: int = Field(default=8, ge=1)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
 
+    # Field by field first, so the error names prune.pattern or prune.sparsity; then the rules
+    # that join fields. PruningError is a ValueError, which pydantic reports as such.
     @field_validator("pattern")
     @classmethod
     def _known_pattern(cls, value: str) -> str:
-        if value == "unstructured" or value in STRUCTURED_PATTERNS:
-            return value
-        match = _NM_RE.match(value)
-        if not match:
-            raise ValueError(
-                f'unknown pattern {value!r}; use "unstructured", an N:M pattern such as "2:4", '
-                f"or one of {', '.join(STRUCTURED_PATTERNS)}"
-            )
-        n, m = int(match[1]), int(match[2])
-        if not 0 < n < m:
-            raise ValueError(f'N:M pattern {value!r} needs 0 < N < M, e.g. "2:4"')
+        patterns.parse_pattern(value)
         return value
 
     @field_validator("sparsity")
     @classmethod
     def _sparsity_in_range(cls, value: float | None) -> float | None:
-        if value is not None and not 0.0 < value < 1.0:
-            raise ValueError(f"must be in (0, 1) exclusive, got {value}; e.g. 0.5 removes half")
-        return value
+        return patterns.check_sparsity(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> PruneSpec:
-        nm = self.nm
-        family = "nm" if nm else self.pattern
-        if self.method not in _METHODS_FOR[family]:
-            allowed = ", ".join(sorted(_METHODS_FOR[family]))
-            raise ValueError(
-                f"method {self.method!r} does not apply to pattern {self.pattern!r}; use one of: {allowed}"
-            )
-        if nm:
-            implied = 1.0 - nm[0] / nm[1]
-            if self.sparsity is None:
-                object.__setattr__(self, "sparsity", implied)
-            elif abs(self.sparsity - implied) > 1e-9:
-                raise ValueError(
-                    f"pattern {self.pattern!r} implies sparsity {implied:g}, got {self.sparsity}; "
-                    "drop sparsity or set it to the implied value"
-                )
-        elif self.sparsity is None:
-            raise ValueError(f"pattern {self.pattern!r} needs a sparsity in (0, 1), e.g. sparsity: 0.5")
-        if self.scope in ("global", "row") and self.pattern != "unstructured":
-            raise ValueError(f"scope: {self.scope} applies only to pattern: unstructured; use scope: layer")
-        if self.method == "sparsegpt" and self.scope not in (None, "layer"):
-            raise ValueError(f"sparsegpt prunes layer by layer, not by {self.scope}; use scope: layer")
+        checked = patterns.check(self.method, self.pattern, self.sparsity, self.scope)
+        object.__setattr__(self, "sparsity", checked.sparsity)
         return self
 
     @property
     def nm(self) -> tuple[int, int] | None:
         """``(N, M)`` for an N:M pattern, else ``None``."""
-        match = _NM_RE.match(self.pattern)
-        return (int(match[1]), int(match[2])) if match else None
+        return patterns.parse_pattern(self.pattern)
+
+    @property
+    def structured(self) -> bool:
+        """Whether the pattern removes whole structures (the model physically shrinks)."""
+        return patterns.is_structured(self.pattern)
 
 
 class DistillSpec(_Strict):

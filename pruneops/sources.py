@@ -39,10 +39,10 @@ from pruneops.encoders import check_flavor, import_encoder
 from pruneops.errors import ModelFormatError
 from pruneops.graph import STRUCTURED_REFUSAL, load_program
 from pruneops.modelio import ARCH_FILE, PROGRAM_FACTORY, ArchSpec, load_model, saved_spec
+from pruneops.patterns import is_structured
 from pruneops.pickled import load_pickled, pickle_allowed
 
 PRUNEOPS, PT2, PICKLE, TRANSFORMERS = "pruneops", "pt2", "pickle", "transformers"
-STRUCTURED_PATTERNS = ("channels", "heads", "blocks")
 PICKLE_REFUSAL = (
     "is an MLflow pytorch model saved with pickle: loading it runs whatever code the file names, "
     "so pruneops does not load it; log it with mlflow.pytorch.log_model(..., serialization_format='pt2', "
@@ -91,7 +91,7 @@ def check_source(files: list[str], mlmodel: dict[str, Any] | None, pattern: str 
         found = PICKLE  # loaded with trusted classes only, then kept as an exported program
     else:
         raise ModelFormatError(f"the source {PICKLE_REFUSAL}")
-    if pattern in STRUCTURED_PATTERNS:
+    if pattern is not None and is_structured(pattern):
         raise ModelFormatError(STRUCTURED_REFUSAL)
     return found
 

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from pruneops.errors import PruningError
+from pruneops.patterns import STRUCTURED, family, is_structured
 from pruneops.pruning import criteria
 from pruneops.pruning.config import (
     BNScaleConfig,
@@ -86,7 +87,7 @@ class PruneReport:
     @property
     def sparsity(self) -> float:
         """Zeros over all weights of the pruned layers (for structured: parameters removed)."""
-        if self.removed or self.pattern in ("channels", "heads", "blocks"):
+        if self.removed or is_structured(self.pattern):
             return 1 - self.params_after / max(self.params_before, 1)
         return sum(layer.zeros for layer in self.layers) / max(sum(layer.numel for layer in self.layers), 1)
 
@@ -105,11 +106,45 @@ HANDLERS: dict[type[PruneConfig], Handler] = {}
 
 
 def register_handler(config_type: type[PruneConfig]) -> Callable[[Handler], Handler]:
-    """Decorator: make ``handler`` compute masks for ``config_type``."""
+    """Decorator: make ``handler`` compute unstructured and N:M masks for ``config_type``.
+
+    >>> @register_handler(MagnitudeConfig)
+    ... def magnitude_masks(model, config, layers, batches):
+    ...     return {name: criteria.magnitude(_weight(m)) > 0 for name, m in layers.items()}
+    >>> HANDLERS[MagnitudeConfig] is magnitude_masks
+    True
+    >>> _ = register_handler(MagnitudeConfig)(_magnitude)  # the real one back
+    """
 
     def decorate(handler: Handler) -> Handler:
         HANDLERS[config_type] = handler
         return handler
+
+    return decorate
+
+
+#: What one granularity does: the masks it applied (unstructured, N:M) and the blocks it removed
+#: (structures are removed in place). Arguments: model, config, selected layers, calibration
+#: batches, example inputs.
+Granularity = Callable[
+    [nn.Module, PruneConfig, dict[str, nn.Module], list[Any], torch.Tensor | None],
+    tuple[dict[str, torch.Tensor], list[str]],
+]
+#: Every pattern family (``pruneops.patterns.family``) to how it prunes: prune_ has no other branch.
+GRANULARITIES: dict[str, Granularity] = {}
+
+
+def register_granularity(*families: str) -> Callable[[Granularity], Granularity]:
+    """Decorator: make ``granularity`` prune the pattern families named (``"nm"``, ``"channels"``, ...).
+
+    >>> sorted(GRANULARITIES)
+    ['blocks', 'channels', 'heads', 'nm', 'unstructured']
+    """
+
+    def decorate(granularity: Granularity) -> Granularity:
+        for name in families:
+            GRANULARITIES[name] = granularity
+        return granularity
 
     return decorate
 
@@ -189,22 +224,7 @@ def prune_(
     macs_before = count_macs(model, example_inputs)
     shapes_before = {name: tuple(_weight(m).shape) for name, m in layers.items()}
 
-    removed: list[str] = []
-    masks: dict[str, torch.Tensor] = {}
-    if config.structured:
-        from pruneops.pruning.structured import prune_structure
-
-        if example_inputs is None:
-            raise PruningError("structured pruning needs example_inputs (or calibration batches) to trace the model")
-        removed = prune_structure(model, config, layers, example_inputs, batches)
-    else:
-        handler = HANDLERS.get(type(config))
-        if handler is None:
-            raise PruningError(f"{type(config).__name__} does not support pattern {config.pattern!r}")
-        _check_pattern_fits(config, layers)
-        masks = handler(model, config, layers, batches)
-        for name, mask in masks.items():
-            apply_mask(layers[name], mask)
+    masks, removed = GRANULARITIES[family(config.pattern)](model, config, layers, batches, example_inputs)
 
     surviving = dict(model.named_modules())
     reports = [
@@ -233,6 +253,41 @@ def prune_(
         masks=masks,
         removed=removed,
     )
+
+
+@register_granularity("unstructured", "nm")
+def _by_masks(
+    model: nn.Module,
+    config: PruneConfig,
+    layers: dict[str, nn.Module],
+    batches: list[Any],
+    example_inputs: torch.Tensor | None,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Masks from the criterion's handler, held on each layer as a parametrization."""
+    handler = HANDLERS.get(type(config))
+    if handler is None:
+        raise PruningError(f"{type(config).__name__} does not support pattern {config.pattern!r}")
+    _check_pattern_fits(config, layers)
+    masks = handler(model, config, layers, batches)
+    for name, mask in masks.items():
+        apply_mask(layers[name], mask)
+    return masks, []
+
+
+@register_granularity(*STRUCTURED)
+def _by_structure(
+    model: nn.Module,
+    config: PruneConfig,
+    layers: dict[str, nn.Module],
+    batches: list[Any],
+    example_inputs: torch.Tensor | None,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Channels, heads or blocks removed in place (Torch-Pruning, imported only here)."""
+    from pruneops.pruning.structured import prune_structure
+
+    if example_inputs is None:
+        raise PruningError("structured pruning needs example_inputs (or calibration batches) to trace the model")
+    return {}, prune_structure(model, config, layers, example_inputs, batches)
 
 
 # ---------------------------------------------------------------------- masks on modules

@@ -9,12 +9,13 @@ beyond torch and numpy; :func:`from_spec` converts a validated recipe section.
 >>> MagnitudeConfig(sparsity=0.0)
 Traceback (most recent call last):
 ...
-pruneops.errors.PruningError: sparsity must be in (0, 1) exclusive, got 0.0
+pruneops.errors.PruningError: sparsity must be in (0, 1) exclusive, got 0.0; e.g. 0.5 removes half
+
+The rules live in :mod:`pruneops.patterns`, which the recipe checks with too.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -22,10 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from pruneops.errors import PruningError
-
-_NM = re.compile(r"^(\d+):(\d+)$")
-STRUCTURED = ("channels", "heads", "blocks")
-SCOPES = ("layer", "global", "row")
+from pruneops.patterns import UNSTRUCTURED, check, is_structured, parse_pattern
 
 
 @dataclass(frozen=True)
@@ -44,38 +42,24 @@ class PruneConfig:
 
     #: The scope an unstructured config gets when none is given.
     default_scope: ClassVar[str] = "layer"
+    #: The recipe's name of the criterion (``prune.method``); the pattern rules are checked for it.
+    method: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         if self.scope is None:
-            object.__setattr__(self, "scope", self.default_scope if self.pattern == "unstructured" else "layer")
-        nm = self.nm
-        if nm is not None:
-            if not 0 < nm[0] < nm[1]:
-                raise PruningError(f"N:M pattern {self.pattern!r} needs 0 < N < M")
-            implied = 1 - nm[0] / nm[1]
-            if self.sparsity is None:
-                object.__setattr__(self, "sparsity", implied)
-            elif abs(self.sparsity - implied) > 1e-9:
-                raise PruningError(f"pattern {self.pattern} implies sparsity {implied:g}, got {self.sparsity}")
-        elif self.pattern != "unstructured" and self.pattern not in STRUCTURED:
-            raise PruningError(f"unknown pattern {self.pattern!r}")
-        if self.sparsity is None or not 0 < self.sparsity < 1:
-            raise PruningError(f"sparsity must be in (0, 1) exclusive, got {self.sparsity}")
-        if self.scope not in SCOPES:
-            raise PruningError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        if self.scope == "row" and self.pattern != "unstructured":
-            raise PruningError(f"scope 'row' applies only to unstructured pruning, not {self.pattern!r}")
+            object.__setattr__(self, "scope", self.default_scope if self.pattern == UNSTRUCTURED else "layer")
+        checked = check(self.method or None, self.pattern, self.sparsity, self.scope)
+        object.__setattr__(self, "sparsity", checked.sparsity)
 
     @property
     def nm(self) -> tuple[int, int] | None:
         """``(N, M)`` for an N:M pattern, else ``None``."""
-        match = _NM.match(self.pattern)
-        return (int(match[1]), int(match[2])) if match else None
+        return parse_pattern(self.pattern)
 
     @property
     def structured(self) -> bool:
         """True for channels, heads and blocks (the model physically shrinks)."""
-        return self.pattern in STRUCTURED
+        return is_structured(self.pattern)
 
     @property
     def needs_calibration(self) -> bool:
@@ -87,12 +71,16 @@ class PruneConfig:
 class MagnitudeConfig(PruneConfig):
     """|w| (norm 1) or w² (norm 2); for structures, the group's L-norm (Torch-Pruning)."""
 
+    method: ClassVar[str] = "magnitude"
+
     norm: int = 1
 
 
 @dataclass(frozen=True)
 class RandomConfig(PruneConfig):
     """Random scores: the baseline every criterion should beat."""
+
+    method: ClassVar[str] = "random"
 
     seed: int = 0
 
@@ -104,6 +92,8 @@ class WandaConfig(PruneConfig):
     Unstructured Wanda compares weights within each output row by default (``scope="row"``,
     the paper's choice); ``scope="layer"`` ranks the whole layer at once.
     """
+
+    method: ClassVar[str] = "wanda"
 
     default_scope: ClassVar[str] = "row"
 
@@ -120,14 +110,14 @@ class SparseGPTConfig(PruneConfig):
     layer whose dampened Hessian float32 cannot factor is redone in float64 on its own.
     """
 
+    method: ClassVar[str] = "sparsegpt"
+
     blocksize: int = 128
     percdamp: float = 0.01
     precision: str = "float32"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.scope != "layer":  # refused here, before any calibration pass gathers Hessians
-            raise PruningError(f"sparsegpt prunes layer by layer, not by {self.scope}; use scope: layer")
+        super().__post_init__()  # a scope other than layer is refused here, before any Hessian is gathered
         if self.precision not in ("float32", "float64"):
             raise PruningError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
 
@@ -144,6 +134,8 @@ def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 class TaylorConfig(PruneConfig):
     """First-order saliency |w * dL/dw| over labelled calibration batches ``(inputs, targets)``."""
 
+    method: ClassVar[str] = "taylor"
+
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=_cross_entropy, compare=False)
 
     @property
@@ -155,6 +147,8 @@ class TaylorConfig(PruneConfig):
 class MovementConfig(PruneConfig):
     """Movement scores ``-sum w * g``: taken from ``scores`` (accumulated while fine-tuning by a
     :class:`pruneops.pruning.MovementTracker`), else accumulated over labelled calibration batches."""
+
+    method: ClassVar[str] = "movement"
 
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=_cross_entropy, compare=False)
     scores: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
@@ -168,16 +162,11 @@ class MovementConfig(PruneConfig):
 class BNScaleConfig(PruneConfig):
     """Channels ranked by their BatchNorm scale |gamma| (network slimming); channels only."""
 
+    method: ClassVar[str] = "bn_scale"
 
-_BY_METHOD: dict[str, type[PruneConfig]] = {
-    "magnitude": MagnitudeConfig,
-    "random": RandomConfig,
-    "wanda": WandaConfig,
-    "sparsegpt": SparseGPTConfig,
-    "taylor": TaylorConfig,
-    "movement": MovementConfig,
-    "bn_scale": BNScaleConfig,
-}
+
+_CONFIGS = (MagnitudeConfig, RandomConfig, WandaConfig, SparseGPTConfig, TaylorConfig, MovementConfig, BNScaleConfig)
+_BY_METHOD: dict[str, type[PruneConfig]] = {config.method: config for config in _CONFIGS}
 
 
 def from_spec(spec: Any, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> PruneConfig:

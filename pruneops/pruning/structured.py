@@ -48,11 +48,23 @@ def prune_structure(
     batches: list[Any],
 ) -> list[str]:
     """Remove channels, heads or blocks in place; return the names of removed blocks."""
-    if config.pattern == "blocks":
-        return _drop_blocks(model, config, layers, example_inputs, batches)
+    return _STRUCTURES[config.pattern](model, config, layers, example_inputs, batches)
+
+
+def _prune_groups(
+    model: nn.Module,
+    config: PruneConfig,
+    layers: dict[str, nn.Module],
+    example_inputs: torch.Tensor,
+    batches: list[Any],
+) -> list[str]:
+    """Channels (neurons) or attention heads through Torch-Pruning's dependency graph."""
     import torch_pruning as tp
 
-    importance = _importance(config)
+    rank = _GROUP_IMPORTANCE.get(type(config))
+    if rank is None:
+        raise PruningError(f"{type(config).__name__} does not support pattern {config.pattern!r}")
+    importance = rank(config)
     if isinstance(config, TaylorConfig):
         _backward_on(model, batches, config)
     prunable: list[nn.Module] = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -114,20 +126,20 @@ def _interface_layers(model: nn.Module, prunable: list[nn.Module], example_input
     return {produced[id(o)] for o in outputs if id(o) in produced}
 
 
-def _importance(config: PruneConfig) -> Any:
-    import torch_pruning as tp
+def _tp() -> Any:
+    import torch_pruning
 
-    if isinstance(config, MagnitudeConfig):
-        return tp.importance.GroupMagnitudeImportance(p=config.norm)
-    if isinstance(config, TaylorConfig):
-        return tp.importance.GroupTaylorImportance()
-    if isinstance(config, BNScaleConfig):
-        if config.pattern != "channels":
-            raise PruningError("bn_scale ranks channels by BatchNorm scale; use pattern: channels")
-        return tp.importance.BNScaleImportance()
-    if isinstance(config, RandomConfig):
-        return tp.importance.RandomImportance()
-    raise PruningError(f"{type(config).__name__} does not support pattern {config.pattern!r}")
+    return torch_pruning
+
+
+#: Torch-Pruning's importance for each criterion that ranks channel or head groups (which
+#: criterion may take which pattern is pruneops.patterns' rule; bn_scale takes channels only).
+_GROUP_IMPORTANCE: dict[type[PruneConfig], Any] = {
+    MagnitudeConfig: lambda config: _tp().importance.GroupMagnitudeImportance(p=config.norm),
+    TaylorConfig: lambda config: _tp().importance.GroupTaylorImportance(),
+    BNScaleConfig: lambda config: _tp().importance.BNScaleImportance(),
+    RandomConfig: lambda config: _tp().importance.RandomImportance(),
+}
 
 
 def _backward_on(model: nn.Module, batches: list[Any], config: TaylorConfig) -> None:
@@ -199,19 +211,43 @@ def _block_scores(
     ``||block(x) - x|| / ||x||`` on the calibration (or example) inputs. taylor: ``|sum w*g|``
     over the block's parameters. random: seeded random scores.
     """
-    if isinstance(config, RandomConfig):
-        generator = torch.Generator().manual_seed(config.seed)
-        return {i: float(torch.rand(1, generator=generator)) for i in eligible}
-    if isinstance(config, TaylorConfig):
-        _backward_on(model, batches, config)
-        scores = {
-            i: abs(sum(float((p * p.grad).sum()) for p in blocks[i].parameters() if p.grad is not None))
-            for i in eligible
-        }
-        model.zero_grad(set_to_none=True)
-        return scores
-    if not isinstance(config, MagnitudeConfig):
+    score = _BLOCK_SCORES.get(type(config))
+    if score is None:
         raise PruningError(f"{type(config).__name__} cannot rank blocks; use magnitude, taylor or random")
+    return score(model, blocks, eligible, config, example_inputs, batches)
+
+
+def _random_block_scores(
+    _model: nn.Module, _blocks: nn.ModuleList, eligible: list[int], config: Any, _example: torch.Tensor, _b: list[Any]
+) -> dict[int, float]:
+    generator = torch.Generator().manual_seed(config.seed)
+    return {i: float(torch.rand(1, generator=generator)) for i in eligible}
+
+
+def _taylor_block_scores(
+    model: nn.Module,
+    blocks: nn.ModuleList,
+    eligible: list[int],
+    config: Any,
+    _example: torch.Tensor,
+    batches: list[Any],
+) -> dict[int, float]:
+    _backward_on(model, batches, config)
+    scores = {
+        i: abs(sum(float((p * p.grad).sum()) for p in blocks[i].parameters() if p.grad is not None)) for i in eligible
+    }
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+def _magnitude_block_scores(
+    model: nn.Module,
+    blocks: nn.ModuleList,
+    eligible: list[int],
+    _config: Any,
+    example_inputs: torch.Tensor,
+    batches: list[Any],
+) -> dict[int, float]:
     change = dict.fromkeys(eligible, 0.0)
 
     def hook_for(index: int) -> Any:
@@ -230,3 +266,12 @@ def _block_scores(
         for handle in handles:
             handle.remove()
     return change
+
+
+_BLOCK_SCORES: dict[type[PruneConfig], Any] = {
+    RandomConfig: _random_block_scores,
+    TaylorConfig: _taylor_block_scores,
+    MagnitudeConfig: _magnitude_block_scores,
+}
+#: Each structured pattern's way of removing structures.
+_STRUCTURES: dict[str, Any] = {"channels": _prune_groups, "heads": _prune_groups, "blocks": _drop_blocks}

@@ -126,3 +126,28 @@ def test_recipe_is_immutable() -> None:
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError for frozen models
         recipe.prune.sparsity = 0.9  # type: ignore[misc]
     assert isinstance(recipe, Recipe)
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"method": "bn_scale", "pattern": "2:4"},
+        {"method": "wanda", "pattern": "heads", "sparsity": 0.5},
+        {"method": "magnitude", "pattern": "channels", "sparsity": 0.5, "scope": "global"},
+        {"method": "sparsegpt", "sparsity": 0.5, "scope": "row"},
+        {"pattern": "2:4", "sparsity": 0.3},
+        {"pattern": "3:2"},
+        {"pattern": "channels"},
+    ],
+)
+def test_the_recipe_and_the_engine_refuse_alike(section: dict) -> None:
+    """One home for the pattern rules: the recipe's message is the engine config's message."""
+    from pruneops.errors import PruningError
+    from pruneops.pruning.config import _BY_METHOD
+
+    with pytest.raises(RecipeError) as recipe_refusal:
+        parse_recipe({"prune": section})
+    config = _BY_METHOD[section.get("method", "magnitude")]
+    with pytest.raises(PruningError) as engine_refusal:
+        config(**{k: v for k, v in section.items() if k != "method"})
+    assert str(engine_refusal.value).removeprefix("sparsity ") in str(recipe_refusal.value)

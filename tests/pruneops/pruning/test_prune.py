@@ -99,7 +99,7 @@ def test_wanda_compares_within_rows_by_default_and_per_layer_on_request(model: n
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (lambda: MagnitudeConfig(sparsity=0.5, pattern="channels", scope="row"), "only to unstructured"),
+        (lambda: MagnitudeConfig(sparsity=0.5, pattern="channels", scope="row"), "only to pattern: unstructured"),
         (lambda: SparseGPTConfig(sparsity=0.5, precision="float16"), "precision must be"),
     ],
 )
