@@ -26,9 +26,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pruneops.finetune import finetune, prune_and_recover
+from pruneops.finetune import finetune
 from pruneops.pruning import from_spec, glob_filter, make_permanent, prune_
 from pruneops.recipe import DistillSpec, FinetuneSpec, parse_recipe
+from pruneops.schedule import prune_and_recover
 from pruneops.tasks.digits import task
 
 RESULTS = Path(__file__).parent / "results"

@@ -110,8 +110,8 @@ def prune(dense_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | 
     One-shot: prune only. Iterative: every step, with fine-tuning between steps; the
     fine-tuning after the last step is the finetune step's.
     """
-    from pruneops.finetune import prune_and_recover
     from pruneops.pruning import make_permanent
+    from pruneops.schedule import prune_and_recover
 
     task = load_task(task_path)
     dense = load_model(dense_dir)

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from pruneops.errors import PruningError
-from pruneops.finetune import cubic_schedule, distillation_loss, finetune, prune_and_recover
+from pruneops.finetune import distillation_loss, finetune
 from pruneops.pruning import MagnitudeConfig, make_permanent, masks_of, prune_, satisfies_nm
 from pruneops.recipe import FinetuneSpec, load_recipe, parse_recipe
+from pruneops.schedule import cubic_schedule, prune_and_recover
 from pruneops.tasks.digits import task
 
 pytestmark = pytest.mark.unit
@@ -147,3 +148,15 @@ def test_example_recipes_run_on_digits(path: Path, digits_baseline: nn.Module, d
     result = prune_and_recover(model, task, recipe.prune, spec, teacher=digits_baseline, progress=False)
     assert result.report.sparsity >= 0.45
     assert task.evaluate(model)["accuracy"] > dense_accuracy - 0.05
+
+
+def test_fine_tuning_knows_nothing_of_pruning() -> None:
+    """The schedule sits above both: finetune.py imports no pruning module, it takes a callback."""
+    import ast
+
+    import pruneops.finetune
+
+    tree = ast.parse(Path(pruneops.finetune.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {name for name in imported if name.startswith(("pruneops.pruning", "pruneops.schedule"))}
