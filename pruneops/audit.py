@@ -9,7 +9,7 @@ The run is written *before* its moves are applied and finished after: a process 
 between leaves a RUNNING run whose moves the next alias operation (or reconcile) completes, so
 a move is never applied without its record, nor recorded without being applied.
 
->>> from pruneops.aliases import Move
+>>> from pruneops.aliases import Move, after
 >>> op = Operation("2026-11-24T10:00:00+00:00", "digits", "promote", "ci", "gate passed",
 ...                [Move("previous", "1", None), Move("champion", "2", "1")], {"champion": "2", "previous": "1"})
 >>> Operation.from_tags(op.tags()) == op
@@ -24,7 +24,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pruneops.aliases import Move
+from pruneops.aliases import Move, after
 
 AUDIT_EXPERIMENT = "pruneops-audit"
 #: Run tags of an audit record. ``MODEL`` is what history searches by.
@@ -100,10 +100,4 @@ def recorded_aliases(events: list[AliasEvent]) -> dict[str, str]:
     ...                   AliasEvent("4", "remove", "challenger", None, "3", "me", "")])
     {'champion': '2'}
     """
-    state: dict[str, str] = {}
-    for event in events:
-        if event.version is None:
-            state.pop(event.alias, None)
-        else:
-            state[event.alias] = event.version
-    return state
+    return after({}, [Move(e.alias, e.version, e.from_version) for e in events])

@@ -24,7 +24,8 @@ as an ``outside`` operation; every alias change of pruneops and each controller 
 first, so ``rollback`` after a UI change goes back to what served before it. Registries from
 before the audit experiment keep their events as ``pruneops.event.*`` model tags, still read.
 
-The constructor does no I/O: the first call checks a remote server is reachable.
+The constructor does no network I/O (only a SQLite store's folder is made): the first call
+checks a remote server is reachable.
 
 >>> import os, tempfile
 >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
@@ -143,6 +144,8 @@ class Registry:
 
     def __init__(self, tracking_uri: str | None = None) -> None:
         self.tracking_uri = tracking_uri or settings.tracking_uri()
+        if self.tracking_uri.startswith("sqlite:///"):  # local folders only: the alias lock lives there too
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self._mlflow: Any = None
         self._audit_experiment: str | None = None
 
@@ -152,8 +155,6 @@ class Registry:
         if self._mlflow is None:
             from mlflow import MlflowClient
 
-            if self.tracking_uri.startswith("sqlite:///"):
-                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self._check_reachable()
             self._mlflow = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._mlflow
