@@ -57,6 +57,8 @@ bench: $(STAMP)  ## run the CPU benchmarks (JSON and PNG under benchmarks/result
 	$(BIN)/python benchmarks/cpu_structured.py
 	$(BIN)/python benchmarks/demo_time.py
 	$(BIN)/python benchmarks/minilm_pipeline.py
+	$(BIN)/python benchmarks/drift_placement.py
+	$(BIN)/python benchmarks/registry_poll.py --label current
 
 chart-files:  ## copy the Prometheus rules and Grafana dashboards into the chart (a test checks they match)
 	cp monitoring/prometheus/rules.yaml helm/pruneops/files/rules.yaml

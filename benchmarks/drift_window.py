@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pruneops.monitoring.drift import DriftWorker, compute_drift, current_frame
-from pruneops.serving.sidecar import SampleWindow
+from pruneops.monitoring.window import SampleWindow
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -1,7 +1,9 @@
 """Data and prediction drift of served traffic, computed by Evidently off the request path.
 
 The sidecar copies decoded input rows (and output rows) of sampled requests into a bounded
-``SampleWindow``. :class:`DriftWorker` wakes every ``interval`` seconds, or as soon as
+``SampleWindow`` (:mod:`pruneops.monitoring.window`): its own, or, through the drift service
+(:mod:`pruneops.monitoring.drift_service`), one per model fed by every replica, so drift is
+computed over the model's whole traffic. :class:`DriftWorker` wakes every ``interval`` seconds, or as soon as
 ``every_rows`` new rows arrived, and compares the window with the reference sample
 registered with the version being served (``reference/reference.parquet``):
 
@@ -37,6 +39,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from pruneops.monitoring.metrics import DriftMetrics
+from pruneops.monitoring.window import SampleWindow
 
 log = logging.getLogger("pruneops.drift")
 
@@ -168,7 +171,7 @@ class DriftWorker:
     ``load_reference`` turns it into a :class:`Reference` (cached per version).
     """
 
-    window: Any  # pruneops.serving.sidecar.SampleWindow: monitoring does not import serving
+    window: SampleWindow
     target: Callable[[], tuple[str, str] | None]
     registry: CollectorRegistry
     load_reference: Callable[[str, str], Reference] = registry_reference
@@ -180,6 +183,8 @@ class DriftWorker:
     # 30 s). Each ValueDrift adds about 40 ms at 5,000 x 64 (2 cores); all 64 per cycle, ~3 s.
     scored_per_cycle: int = 4
     in_process: bool = True  # False: Evidently in a child process (see start)
+    #: Shared by several workers exporting into one registry (the drift service); made if None.
+    metrics: DriftMetrics | None = None
     last: DriftResult | None = field(default=None, init=False)
     last_target: tuple[str, str] | None = field(default=None, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -188,7 +193,9 @@ class DriftWorker:
     _cursor: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = DriftMetrics(self.registry)
+        if self.metrics is None:
+            self.metrics = DriftMetrics(self.registry)
+        self.exported: DriftMetrics = self.metrics
 
     def start(self) -> threading.Thread:
         """Run in a thread; with ``in_process=False`` Evidently runs in a child process.
@@ -262,7 +269,7 @@ class DriftWorker:
             result = self._compute(self._reference.frame, frame)
         except Exception as err:  # noqa: BLE001 - the worker must outlive any one bad window
             log.warning("drift for %s v%s failed: %s: %s", model, version, type(err).__name__, err)
-            self.metrics.errors.labels(model=model).inc()
+            self.exported.errors.labels(model=model).inc()
             return None
         self._export(model, version, result)
         self.last = result
@@ -270,17 +277,18 @@ class DriftWorker:
 
     def _export(self, model: str, version: str, result: DriftResult) -> None:
         labels = {"model": model, "version": version}
+        metrics = self.exported
         if self.last_target is not None and self.last_target != (model, version):
-            self.metrics.forget(*self.last_target)  # a swapped-out version's drift is not current
+            metrics.forget(*self.last_target)  # a swapped-out version's drift is not current
         self.last_target = (model, version)
-        self.metrics.share.labels(**labels).set(result.share)
-        self.metrics.drifted.labels(**labels).set(result.drifted)
-        self.metrics.window_rows.labels(**labels).set(result.rows)
-        self.metrics.seconds.labels(model=model).observe(result.seconds)
+        metrics.share.labels(**labels).set(result.share)
+        metrics.drifted.labels(**labels).set(result.drifted)
+        metrics.window_rows.labels(**labels).set(result.rows)
+        metrics.seconds.labels(model=model).observe(result.seconds)
         for feature in list(result.scores)[: self.max_feature_series]:
-            self.metrics.feature_score.labels(**labels, feature=feature).set(result.scores[feature])
+            metrics.feature_score.labels(**labels, feature=feature).set(result.scores[feature])
         if result.prediction_score is not None:
-            self.metrics.prediction_score.labels(**labels).set(result.prediction_score)
+            metrics.prediction_score.labels(**labels).set(result.prediction_score)
 
 
 def _import_evidently() -> None:

@@ -415,13 +415,36 @@ def sidecar_cmd(
     buffer_mb: Annotated[int, typer.Option(help="MiB of request bodies held at once; past it 503.")] = 64,
     header_timeout: Annotated[float, typer.Option(help="Seconds for a request's headers to arrive.")] = 10.0,
     body_timeout: Annotated[float, typer.Option(help="Seconds for a request's body to arrive.")] = 60.0,
+    drift_service: Annotated[
+        str | None,
+        typer.Option(
+            help="Send sampled rows to this drift service (token: PRUNEOPS_DRIFT_TOKEN) instead of "
+            "computing drift here; drift then covers every replica's traffic."
+        ),
+    ] = None,
 ) -> None:
     """Reverse proxy in front of a V2 model server: latency/error metrics, sampling, drift, /metrics."""
+    import os
+
     from pruneops.serving.http1 import ConnectionLimits
     from pruneops.serving.sidecar import Sidecar, served_champion
 
     limits = ConnectionLimits(max_connections=max_connections, buffer_budget=buffer_mb * 1024 * 1024,
                               header_timeout=header_timeout, body_timeout=body_timeout)  # fmt: skip
+    if drift_service:
+        from pruneops.monitoring.drift_service import TOKEN_ENV
+        from pruneops.serving.drift_client import DriftShipper, export_shipper
+
+        token = os.environ.get(TOKEN_ENV, "")
+        if not token:
+            raise PruneopsError(f"--drift-service needs the service's token in {TOKEN_ENV}")
+        shipper = DriftShipper(drift_service, token)
+        sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every,
+                          limits=limits, sink=shipper.add)  # fmt: skip
+        export_shipper(shipper, sidecar.registry)
+        shipper.start()
+        sidecar.run(port, host)
+        return
     sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every, limits=limits)
     if drift_interval > 0:
         require("monitoring", feature="the sidecar's drift (--drift-interval 0 turns it off)")
@@ -465,6 +488,33 @@ def controller_cmd(
     for name in model:
         controller.analyse_once(name)  # export the registry state before the first scrape
     controller.run()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@app.command("drift-service")
+@_one_line_errors
+@_needs("monitoring")
+def drift_service_cmd(
+    port: Annotated[int, typer.Option(help="Port for /v1/samples (from the sidecars), /metrics and /healthz.")] = 8092,
+    host: HostOpt = "127.0.0.1",
+    interval: Annotated[float, typer.Option(help="Seconds between drift computations per model.")] = 30.0,
+    drift_rows: Annotated[int, typer.Option(help="Also compute drift after this many new rows.")] = 1000,
+    drift_min_rows: Annotated[int, typer.Option(help="Rows needed before drift is computed at all.")] = 200,
+    max_models: Annotated[int, typer.Option(help="Models that get a window; samples of more are refused.")] = 32,
+) -> None:
+    """Drift over each model's whole traffic, fed by every sidecar's samples (token: PRUNEOPS_DRIFT_TOKEN)."""
+    import logging
+    import os
+
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+
+    from pruneops.monitoring.drift_service import TOKEN_ENV, DriftService, create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = DriftService(CollectorRegistry(), max_models=max_models, interval=interval, every_rows=drift_rows,
+                           min_rows=drift_min_rows)  # fmt: skip
+    app = create_app(service, os.environ.get(TOKEN_ENV, ""))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -9,8 +9,10 @@ the model, version and alias the server reports in ``x-pruneops-version`` and
 model last served, and a model the server never confirmed is ``unknown`` (labels stay
 bounded). It also records in-flight requests and payload sizes, and serves ``/metrics``.
 Every ``sample_every``-th successful inference has its decoded input rows (and output rows)
-copied into a bounded window, which the drift worker reads (monitoring); JSON bodies and V2's
-binary tensor extension are both decoded (:mod:`pruneops.serving.v2tensors`).
+handed to a ``sink``: by default a bounded window that the sidecar's own drift worker reads,
+or, with ``pruneops sidecar --drift-service URL``, a :class:`pruneops.serving.drift_client.DriftShipper`
+that sends them to the drift service, which computes drift over every replica's samples. JSON
+bodies and V2's binary tensor extension are both decoded (:mod:`pruneops.serving.v2tensors`).
 
 Protection: a body over ``max_body`` gets 413; past ``max_in_flight`` concurrent requests
 it answers 503 with ``Retry-After`` instead of queueing; a server slower than ``timeout``
@@ -33,10 +35,8 @@ import asyncio
 import functools
 import gc
 import signal
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from pruneops.asgi import MAX_BODY_BYTES
 from pruneops.monitoring.metrics import RequestMetrics
+from pruneops.monitoring.window import SampleWindow
 from pruneops.serving import routes
 from pruneops.serving.http1 import (
     ConnectionLimits,
@@ -60,36 +61,8 @@ from pruneops.serving.v2tensors import first_tensor
 INFER_HEADER_LENGTH = b"inference-header-content-length"  # V2's binary extension: not JSON
 
 
-@dataclass
-class SampleWindow:
-    """The most recent sampled input and output rows, bounded to ``max_rows`` each."""
-
-    max_rows: int = 5000
-    added: int = field(default=0, init=False)  # rows ever added, so a reader can tell what is new
-    inputs: deque[np.ndarray] = field(init=False)
-    outputs: deque[np.ndarray] = field(init=False)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self) -> None:
-        self.inputs, self.outputs = deque(maxlen=self.max_rows), deque(maxlen=self.max_rows)
-
-    def add(self, inputs: np.ndarray, outputs: np.ndarray | None) -> int:
-        """Append one row per batch item (flattened); returns the rows added."""
-        with self.lock:
-            self.added += len(inputs)
-            for row in inputs.reshape(len(inputs), -1):
-                self.inputs.append(row.astype(np.float32, copy=False))
-            if outputs is not None:
-                for row in outputs.reshape(len(outputs), -1):
-                    self.outputs.append(row.astype(np.float32, copy=False))
-        return len(inputs)
-
-    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the window as 2-D arrays (empty when nothing was sampled)."""
-        with self.lock:
-            ins = np.stack(list(self.inputs)) if self.inputs else np.empty((0, 0), np.float32)
-            outs = np.stack(list(self.outputs)) if self.outputs else np.empty((0, 0), np.float32)
-        return ins, outs
+#: Where sampled rows go: ``sink((model, version, alias), inputs, outputs)`` returns the rows taken.
+Sink = Callable[[tuple[str, str, str], np.ndarray, "np.ndarray | None"], int]
 
 
 class Sidecar:
@@ -97,7 +70,8 @@ class Sidecar:
 
     Built on :mod:`pruneops.serving.http1` (httptools on asyncio protocols), not an ASGI framework:
     see that module for why. ``window``, ``registry`` and ``last_served`` are what the drift
-    worker reads.
+    worker reads; ``sink`` (``sink(labels, inputs, outputs) -> rows``), when given, receives the
+    sampled rows instead of the window, labelled (model, version, alias).
 
     >>> sidecar = Sidecar("http://127.0.0.1:8080", max_in_flight=8)
     >>> sidecar.window.max_rows, sidecar.last_served
@@ -114,12 +88,14 @@ class Sidecar:
         timeout: float = 10.0,
         sample_every: int = 10,
         limits: ConnectionLimits | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         # Connections, buffered bytes and header/body deadlines: what clients can make it hold.
         self.limits = limits if limits is not None else ConnectionLimits()
         self.metrics = RequestMetrics(self.registry)
         self.window = window if window is not None else SampleWindow()
+        self.sink: Sink = sink if sink is not None else lambda _labels, ins, outs: self.window.add(ins, outs)
         self.upstream = UpstreamPool(upstream, timeout=timeout, max_idle=max_in_flight)
         self.max_in_flight, self.max_body = max_in_flight, max_body
         self.timeout, self.sample_every = timeout, sample_every
@@ -185,7 +161,7 @@ class Sidecar:
             if reply.status == 200 and self.forwarded % self.sample_every == 0:
                 # Decoded in a thread, not awaited: sampling never delays the response.
                 asyncio.get_running_loop().run_in_executor(
-                    None, _sample, self.window, self.metrics, labels[0], request, reply
+                    None, _sample, self.sink, self.metrics, labels, request, reply
                 )
         self.metrics.response_bytes.observe(len(reply.body))
         return reply
@@ -316,13 +292,13 @@ def _labels(model: str, reply: Reply, last_served: dict[str, tuple[str, str]]) -
     return ("unknown", "unknown", "unknown")
 
 
-def _sample(window: SampleWindow, metrics: RequestMetrics, model: str, request: Request, reply: Reply) -> None:
+def _sample(sink: Sink, metrics: RequestMetrics, labels: tuple[str, str, str], request: Request, reply: Reply) -> None:
     """Decode a V2 request/response pair, JSON or binary extension, into rows; a non-V2 body is skipped."""
     inputs = first_tensor(request.body, _header_length(request.header(INFER_HEADER_LENGTH)), "inputs")
     if inputs is None:
         return
     outputs = first_tensor(reply.body, _header_length(reply.header(INFER_HEADER_LENGTH)), "outputs")
-    metrics.sampled_rows.labels(model=model).inc(window.add(inputs, outputs))
+    metrics.sampled_rows.labels(model=labels[0]).inc(sink(labels, inputs, outputs))
 
 
 def _header_length(value: bytes | None) -> int | None:

@@ -274,7 +274,7 @@ def test_the_usual_extension_points_reach_every_pruneops_pod() -> None:
     (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
     assert account["metadata"]["annotations"] == extras["serviceAccount"]["annotations"]
     ours = [o for o in objects if o["kind"] == "Deployment" and not o["metadata"]["name"].endswith("-mlflow")]
-    assert {o["metadata"]["name"].rsplit("-", 1)[1] for o in ours} == {"serving", "controller", "trigger"}
+    assert {o["metadata"]["name"].rsplit("-", 1)[1] for o in ours} == {"serving", "controller", "trigger", "drift"}
     for deployment in ours:
         template = deployment["spec"]["template"]
         component = template["metadata"]["labels"]["app.kubernetes.io/component"]
@@ -376,3 +376,31 @@ def test_kserve_mode_deploys_the_same_containers_as_an_inference_service() -> No
     assert our_service["spec"]["selector"].items() <= predictor["labels"].items()
     (policy,) = [o for o in kserve if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-serving")]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= predictor["labels"].items()
+
+
+def test_the_sidecars_feed_one_drift_service() -> None:
+    """Drift over the whole traffic: every replica's sidecar ships its samples to the drift service."""
+    values = ci_values(CHART / "ci" / "default-values.yaml")
+    objects = render(values)
+    (service,) = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].endswith("-drift")]
+    (drift,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-drift")]
+    (serving,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-serving")]
+    sidecar = next(c for c in serving["spec"]["template"]["spec"]["containers"] if c["name"] == "sidecar")
+    port = values["driftService"]["port"] if "driftService" in values else 8092
+    assert f"--drift-service=http://{service['metadata']['name']}:{port}" in sidecar["args"]
+    assert not [a for a in sidecar["args"] if a.startswith("--drift-interval")]
+    for container in (sidecar, drift["spec"]["template"]["spec"]["containers"][0]):
+        (token,) = [e for e in container["env"] if e["name"] == "PRUNEOPS_DRIFT_TOKEN"]
+        assert token["valueFrom"]["secretKeyRef"] == {"name": "pruneops-drift", "key": "token"}
+    assert (
+        drift["spec"]["replicas"] == 1
+        and drift["spec"]["template"]["spec"]["containers"][0]["args"][0] == "drift-service"
+    )
+
+    alone = render(values | {"driftService": {"enabled": False}})
+    assert not [o for o in alone if o["metadata"]["name"].endswith("-drift")]
+    serving = next(o for o in alone if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-serving"))
+    sidecar = next(c for c in serving["spec"]["template"]["spec"]["containers"] if c["name"] == "sidecar")
+    assert any(a.startswith("--drift-interval=") for a in sidecar["args"]) and "PRUNEOPS_DRIFT_TOKEN" not in str(
+        sidecar
+    )

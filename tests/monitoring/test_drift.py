@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pruneops.monitoring.drift import DriftWorker, Reference, compute_drift, current_frame
-from pruneops.serving.sidecar import SampleWindow
+from pruneops.monitoring.window import SampleWindow
 
 
 def reference_frame(rows: int = 500, features: int = 8, seed: int = 0) -> pd.DataFrame:

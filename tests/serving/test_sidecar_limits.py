@@ -19,7 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
-from pruneops.serving.sidecar import SampleWindow, Sidecar
+from pruneops.monitoring.window import SampleWindow
+from pruneops.serving.sidecar import Sidecar
 from tests.conftest import free_port, wait_http
 
 pytestmark = pytest.mark.integration

@@ -17,14 +17,25 @@ measures and forwards every request to the server on loopback. */}}
     - --max-in-flight={{ $ctx.Values.serving.sidecar.maxInFlight }}
     - --timeout={{ $ctx.Values.serving.sidecar.timeout }}
     - --sample-every={{ $ctx.Values.serving.sidecar.sampleEvery }}
+    {{- if $ctx.Values.driftService.enabled }}
+    - --drift-service=http://{{ include "pruneops.fullname" $ctx }}-drift:{{ $ctx.Values.driftService.port }}
+    {{- else }}
     - --drift-interval={{ $ctx.Values.serving.sidecar.driftInterval }}
     - --drift-rows={{ $ctx.Values.serving.sidecar.driftRows }}
+    {{- end }}
   {{- with $ctx.Values.extraEnvFrom }}
   envFrom:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   env:
     {{- include "pruneops.commonEnv" $ctx | nindent 4 }}
+    {{- if $ctx.Values.driftService.enabled }}
+    - name: PRUNEOPS_DRIFT_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ $ctx.Values.secrets.drift.existingSecret }}
+          key: {{ $ctx.Values.secrets.drift.key }}
+    {{- end }}
     {{- with $ctx.Values.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -168,14 +179,25 @@ measures and forwards every request to the server on loopback. */}}
     - --max-in-flight={{ $ctx.Values.serving.sidecar.maxInFlight }}
     - --timeout={{ $ctx.Values.serving.sidecar.timeout }}
     - --sample-every={{ $ctx.Values.serving.sidecar.sampleEvery }}
+    {{- if $ctx.Values.driftService.enabled }}
+    - --drift-service=http://{{ include "pruneops.fullname" $ctx }}-drift:{{ $ctx.Values.driftService.port }}
+    {{- else }}
     - --drift-interval={{ $ctx.Values.serving.sidecar.driftInterval }}
     - --drift-rows={{ $ctx.Values.serving.sidecar.driftRows }}
+    {{- end }}
   {{- with $ctx.Values.extraEnvFrom }}
   envFrom:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   env:
     {{- include "pruneops.commonEnv" $ctx | nindent 4 }}
+    {{- if $ctx.Values.driftService.enabled }}
+    - name: PRUNEOPS_DRIFT_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ $ctx.Values.secrets.drift.existingSecret }}
+          key: {{ $ctx.Values.secrets.drift.key }}
+    {{- end }}
     {{- with $ctx.Values.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -1,0 +1,51 @@
+"""The sampled-traffic window drift is computed over: the most recent input and output rows.
+
+Filled by the sidecar (its own drift worker) or by the drift service (rows from every
+sidecar); read by :class:`pruneops.monitoring.drift.DriftWorker`. Numpy only, so the sidecar
+imports it without the monitoring extra.
+
+>>> import numpy as np
+>>> window = SampleWindow(max_rows=2)
+>>> window.add(np.ones((3, 4)), None), window.added, window.snapshot()[0].shape
+(3, 3, (2, 4))
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SampleWindow:
+    """The most recent sampled input and output rows, bounded to ``max_rows`` each."""
+
+    max_rows: int = 5000
+    added: int = field(default=0, init=False)  # rows ever added, so a reader can tell what is new
+    inputs: deque[np.ndarray] = field(init=False)
+    outputs: deque[np.ndarray] = field(init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.inputs, self.outputs = deque(maxlen=self.max_rows), deque(maxlen=self.max_rows)
+
+    def add(self, inputs: np.ndarray, outputs: np.ndarray | None) -> int:
+        """Append one row per batch item (flattened); returns the rows added."""
+        with self.lock:
+            self.added += len(inputs)
+            for row in inputs.reshape(len(inputs), -1):
+                self.inputs.append(row.astype(np.float32, copy=False))
+            if outputs is not None:
+                for row in outputs.reshape(len(outputs), -1):
+                    self.outputs.append(row.astype(np.float32, copy=False))
+        return len(inputs)
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the window as 2-D arrays (empty when nothing was sampled)."""
+        with self.lock:
+            ins = np.stack(list(self.inputs)) if self.inputs else np.empty((0, 0), np.float32)
+            outs = np.stack(list(self.outputs)) if self.outputs else np.empty((0, 0), np.float32)
+        return ins, outs
