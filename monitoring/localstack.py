@@ -56,7 +56,11 @@ def _found_binaries() -> tuple[str | None, str | None]:
 
 
 def have_binaries() -> bool:
-    """Whether Prometheus and Alertmanager are on PATH (tests skip the closed loop without them)."""
+    """Whether Prometheus and Alertmanager are on PATH (tests skip the closed loop without them).
+
+    >>> isinstance(have_binaries(), bool)
+    True
+    """
     return None not in _found_binaries()
 
 
@@ -108,7 +112,11 @@ def alertmanager_config(controller_url: str, token_file: str) -> str:
 
 
 def free_port() -> int:
-    """A free TCP port on loopback."""
+    """A free TCP port on loopback.
+
+    >>> 0 < free_port() < 65536
+    True
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

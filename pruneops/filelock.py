@@ -21,6 +21,11 @@ def file_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
 
     Not re-entrant: a second ``file_lock`` of the same path in the same process waits forever.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp, file_lock(Path(tmp) / "registry.lock"):
+    ...     (Path(tmp) / "registry.lock").exists()
+    True
     """
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

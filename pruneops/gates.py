@@ -60,7 +60,15 @@ class GateResult:
 
 
 def evaluate_gates(baseline: Measured, candidate: Measured, gates: GatesSpec) -> GateResult:
-    """Check the candidate against the dense baseline under the recipe's gates."""
+    """Check the candidate against the dense baseline under the recipe's gates.
+
+    >>> from pruneops.recipe import GatesSpec
+    >>> dense = Measured(0.98, {"onnxruntime": RuntimeMeasure("cpu", 1000.0, 2.0)}, 4_000_000)
+    >>> pruned = Measured(0.97, {"onnxruntime": RuntimeMeasure("cpu", 1200.0, 1.8)}, 2_000_000)
+    >>> result = evaluate_gates(dense, pruned, GatesSpec(max_accuracy_drop=0.02, min_speedup=1.5))
+    >>> result.passed, result.reasons
+    (False, ['speedup 1.20x < required 1.50x on onnxruntime/cpu'])
+    """
     checks = [_accuracy(baseline, candidate, gates.max_accuracy_drop)]
     for name, reason in sorted(candidate.unavailable.items()):
         checks.append(GateCheck("runtime", False, f"runtime {name} unavailable: {reason}"))

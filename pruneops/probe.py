@@ -93,7 +93,12 @@ class Probe:
 
 
 def record(model: nn.Module, inputs: torch.Tensor, kind: str) -> Probe:
-    """Run ``inputs`` through ``model`` (eval mode, no gradients) and keep both as a probe."""
+    """Run ``inputs`` through ``model`` (eval mode, no gradients) and keep both as a probe.
+
+    >>> probe = record(torch.nn.Linear(4, 3), torch.ones(2, 4), CLASSES)
+    >>> tuple(probe.inputs.shape), tuple(probe.outputs.shape), probe.kind
+    ((2, 4), (2, 3), 'classes')
+    """
     if kind not in KINDS:
         raise ValueError(f"probe kind must be one of {KINDS}, got {kind!r}")
     was_training = model.training

@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -74,16 +73,23 @@ from pruneops.aliases import (
 from pruneops.audit import AT, AUDIT_EXPERIMENT, MODEL, AliasEvent, Operation, recorded_aliases
 from pruneops.errors import ModelFormatError, NotFoundError, RegistryError
 from pruneops.filelock import file_lock
-from pruneops.integrity import MLFLOW_BOOKKEEPING, digest_tags, file_digests, recorded_digests, verify_folder
+from pruneops.integrity import digest_tags, file_digests, recorded_digests, verify_folder
+from pruneops.layout import (  # the artifact layout of a version (older callers import it from here)
+    MODEL_DIR,
+    REFERENCE_DIR,
+    REFERENCE_FILE,
+    REPORT_DIR,
+    REPORT_FILE,
+    REPORT_HTML,
+    stage_version,
+    write_reference,
+)
 
 TAG_PREFIX = "pruneops."
 EVENT_PREFIX = "pruneops.event."
 #: The action of an alias change found in the registry that pruneops did not make.
 OUTSIDE = "outside"
 EXPERIMENT = "pruneops"
-MODEL_DIR, REFERENCE_DIR, REPORT_DIR = "model", "reference", "report"
-REFERENCE_FILE, REPORT_FILE = "reference.parquet", "evaluation.json"
-REPORT_HTML = f"{REPORT_DIR}/report.html"  # the run's HTML page (pruneops.report), as MLflow lists it
 #: Run tags of a registration in progress: its key, its model and the process doing it.
 REGISTRATION_KEY, REGISTRATION_MODEL, REGISTRATION_OWNER = (
     "pruneops.registration.key",
@@ -395,8 +401,8 @@ class Registry:
         experiment_id = self._experiment_id()
         with tempfile.TemporaryDirectory() as tmp:
             runtime = (tags or {}).get("runtime")
-            model_dir = _stage(Path(model_dir), Path(tmp) / MODEL_DIR, runtime)  # refuse what would not serve
-            reference_dir = _write_reference(Path(tmp) / REFERENCE_DIR, reference, feature_names)
+            model_dir = stage_version(Path(model_dir), Path(tmp) / MODEL_DIR, runtime)  # refuse what would not serve
+            reference_dir = write_reference(Path(tmp) / REFERENCE_DIR, reference, feature_names)
             digests = file_digests(model_dir, MODEL_DIR)
             if reference_dir is not None:
                 digests |= file_digests(reference_dir, REFERENCE_DIR)
@@ -903,47 +909,6 @@ def _retry_conflict(write: Any, *args: Any, attempts: int = 4) -> None:
             if not conflict or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
-
-
-def _stage(model_dir: Path, staged: Path, runtime: str | None = None) -> Path:
-    """Copy ``model_dir`` to ``staged`` and make it a version: proven, with ONNX and an MLmodel.
-
-    The folder must load and reproduce its probe (a save that lost anything is refused). A
-    folder without ``model.onnx`` gets one, exported on the probe's inputs; the ONNX file
-    must agree with the probe too. Then :func:`pruneops.mlmodel.add_mlmodel` makes it an
-    MLflow model (and an encoder imported from a transformers source gets that flavor too,
-    checked against the probe). The caller's folder is not changed.
-    """
-    import torch
-
-    from pruneops.encoders import add_transformers_flavor
-    from pruneops.export import export_onnx, onnx_outputs
-    from pruneops.mlmodel import ONNX_FILE, add_mlmodel
-    from pruneops.modelio import verify_saved
-    from pruneops.probe import Probe, check_outputs
-
-    shutil.copytree(model_dir, staged, ignore=lambda _folder, names: MLFLOW_BOOKKEEPING & set(names))
-    model = verify_saved(staged)
-    probe = Probe.load(staged)
-    onnx_path = staged / ONNX_FILE
-    if not onnx_path.is_file():
-        export_onnx(model, torch.from_numpy(probe.inputs[:2]), onnx_path)
-    check_outputs(probe, onnx_outputs(onnx_path, probe.inputs), f"{model_dir / ONNX_FILE}")
-    add_mlmodel(staged, probe, runtime)  # runtime: the one validation picked, which the server will use
-    add_transformers_flavor(staged, model, probe)  # an encoder from a transformers source
-    return staged
-
-
-def _write_reference(folder: Path, reference: np.ndarray | None, feature_names: list[str] | None) -> Path | None:
-    """The drift reference sample as ``reference.parquet`` in ``folder`` (None when there is none)."""
-    if reference is None:
-        return None
-    import pandas as pd
-
-    folder.mkdir(parents=True, exist_ok=True)
-    columns = feature_names or [f"f{i}" for i in range(reference.shape[1])]
-    pd.DataFrame(np.asarray(reference), columns=columns).to_parquet(folder / REFERENCE_FILE)
-    return folder
 
 
 def _owner() -> str:

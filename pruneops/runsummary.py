@@ -19,7 +19,8 @@ import tempfile
 from dataclasses import dataclass, field
 
 from pruneops.evidence import Evidence, ValidationEvidence
-from pruneops.registry import REPORT_DIR, REPORT_FILE, Registry
+from pruneops.layout import REPORT_DIR, REPORT_FILE
+from pruneops.registry import Registry
 
 
 @dataclass(frozen=True)

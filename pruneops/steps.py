@@ -212,7 +212,8 @@ def register(
     ``run_key`` (the KFP run id) makes registration idempotent per run: a retried or
     re-entered register step returns the version the first attempt created.
     """
-    from pruneops.registry import REPORT_DIR, REPORT_HTML, Registry
+    from pruneops.layout import REPORT_DIR, REPORT_HTML
+    from pruneops.registry import Registry
 
     evidence = Evidence.read(evidence_dir)
     task = load_task(task_path)

@@ -165,7 +165,12 @@ def glob_filter(include: Sequence[str] = ("*",), exclude: Sequence[str] = ()) ->
 
 
 def select_layers(model: nn.Module, filter_fn: FilterFn | None = None) -> dict[str, nn.Module]:
-    """The Linear and Conv2d layers that ``filter_fn(module, name)`` accepts, by name."""
+    """The Linear and Conv2d layers that ``filter_fn(module, name)`` accepts, by name.
+
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+    >>> list(select_layers(model)), list(select_layers(model, glob_filter(exclude=["3"])))
+    (['0', '3'], ['0'])
+    """
     layers: dict[str, nn.Module] = {
         name: module
         for name, module in model.named_modules()
@@ -311,7 +316,12 @@ def _parametrizations(module: nn.Module) -> Any:
 
 
 def original_weight(module: nn.Module) -> torch.Tensor:
-    """The trainable tensor behind ``module.weight``: the unmasked original when masked."""
+    """The trainable tensor behind ``module.weight``: the unmasked original when masked.
+
+    >>> layer = nn.Linear(2, 1)
+    >>> original_weight(layer) is layer.weight
+    True
+    """
     if parametrize.is_parametrized(module, "weight"):
         original: torch.Tensor = _parametrizations(module).original
         return original
@@ -319,7 +329,15 @@ def original_weight(module: nn.Module) -> torch.Tensor:
 
 
 def get_mask(module: nn.Module) -> torch.Tensor | None:
-    """The mask currently parametrizing ``module.weight``, if any."""
+    """The mask currently parametrizing ``module.weight``, if any.
+
+    >>> layer = nn.Linear(2, 1)
+    >>> get_mask(layer) is None
+    True
+    >>> apply_mask(layer, torch.tensor([[True, False]]))
+    >>> get_mask(layer).tolist()
+    [[True, False]]
+    """
     if parametrize.is_parametrized(module, "weight"):
         for item in _parametrizations(module):
             if isinstance(item, Mask):
@@ -328,7 +346,13 @@ def get_mask(module: nn.Module) -> torch.Tensor | None:
 
 
 def apply_mask(module: nn.Module, mask: torch.Tensor) -> None:
-    """Mask ``module.weight`` (replacing an earlier mask), zeroing the original too."""
+    """Mask ``module.weight`` (replacing an earlier mask), zeroing the original too.
+
+    >>> layer = nn.Linear(2, 1)
+    >>> apply_mask(layer, torch.tensor([[False, True]]))
+    >>> bool(layer.weight[0, 0] == 0), bool(original_weight(layer)[0, 0] == 0)
+    (True, True)
+    """
     mask = mask.to(torch.bool)
     existing = get_mask(module)
     if existing is not None:
@@ -342,14 +366,27 @@ def apply_mask(module: nn.Module, mask: torch.Tensor) -> None:
 
 
 def make_permanent(model: nn.Module) -> None:
-    """Remove every mask parametrization, leaving plain weights that hold the zeros."""
+    """Remove every mask parametrization, leaving plain weights that hold the zeros.
+
+    >>> model = nn.Sequential(nn.Linear(2, 1))
+    >>> apply_mask(model[0], torch.tensor([[False, True]]))
+    >>> make_permanent(model)
+    >>> get_mask(model[0]) is None, bool(model[0].weight[0, 0] == 0)
+    (True, True)
+    """
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
 def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every mask in the model, by module name (copies)."""
+    """Every mask in the model, by module name (copies).
+
+    >>> model = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1))
+    >>> apply_mask(model[0], torch.tensor([[True, False]]))
+    >>> {name: mask.tolist() for name, mask in masks_of(model).items()}
+    {'0': [[True, False]]}
+    """
     return {name: mask.clone() for name, m in model.named_modules() if (mask := get_mask(m)) is not None}
 
 

@@ -31,6 +31,9 @@ def wanda(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
     """Wanda (Sun et al., 2023): ``|W_ij| * ||X_j||_2``, input norms over all calibration tokens.
 
     ``input_norm`` has one entry per column of :func:`as_rows` (``in * kh * kw`` for a conv).
+
+    >>> wanda(torch.tensor([[1.0, -2.0]]), torch.tensor([3.0, 0.5]))  # a large input rescues a small weight
+    tensor([[3., 1.]])
     """
     rows = as_rows(weight).abs() * input_norm.reshape(1, -1).to(weight.dtype)
     return rows.reshape(weight.shape)
@@ -40,12 +43,20 @@ def taylor(weight: torch.Tensor, grad_product: torch.Tensor) -> torch.Tensor:
     """First-order Taylor saliency ``|w * dL/dw|`` (Molchanov et al., 2019).
 
     ``grad_product`` is the per-batch ``(w * dL/dw)²`` summed over calibration batches.
+
+    >>> taylor(torch.zeros(2, 2), torch.tensor([-1.0, 2.0, 0.0, 4.0]))
+    tensor([[1., 2.],
+            [0., 4.]])
     """
     return grad_product.abs().reshape(weight.shape)
 
 
 def movement(accumulated: torch.Tensor) -> torch.Tensor:
-    """Movement pruning (Sanh et al., 2020): ``-sum_t w_t * g_t``; weights moving to zero score low."""
+    """Movement pruning (Sanh et al., 2020): ``-sum_t w_t * g_t``; weights moving to zero score low.
+
+    >>> movement(torch.tensor([0.5, -0.2]))  # the second weight was moving towards zero
+    tensor([ 0.5000, -0.2000])
+    """
     return accumulated
 
 

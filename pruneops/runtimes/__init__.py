@@ -83,7 +83,15 @@ def device_name(target: str) -> str:
 
 
 def get_runtime(name: str, target: str) -> Runtime:
-    """The runtime called ``name`` for ``target`` (``cpu`` or ``cuda``), checked to be usable here."""
+    """The runtime called ``name`` for ``target`` (``cpu`` or ``cuda``), checked to be usable here.
+
+    >>> get_runtime("onnxruntime", "cpu").name
+    'onnxruntime'
+    >>> get_runtime("tensorrt", "cpu")
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.RuntimeUnavailable: unknown runtime 'tensorrt'...
+    """
     from pruneops.runtimes.onnx_runtime import OnnxRuntime
     from pruneops.runtimes.torch_runtime import TorchCompileRuntime, TorchRuntime
     from pruneops.runtimes.torch_sparse import TorchSparseRuntime
