@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -183,8 +183,8 @@ class DriftWorker:
     # 30 s). Each ValueDrift adds about 40 ms at 5,000 x 64 (2 cores); all 64 per cycle, ~3 s.
     scored_per_cycle: int = 4
     in_process: bool = True  # False: Evidently in a child process (see start)
-    #: Shared by several workers exporting into one registry (the drift service); made if None.
-    metrics: DriftMetrics | None = None
+    #: Metrics shared by several workers exporting into one registry (the drift service); made if None.
+    shared_metrics: InitVar[DriftMetrics | None] = None
     last: DriftResult | None = field(default=None, init=False)
     last_target: tuple[str, str] | None = field(default=None, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -192,10 +192,8 @@ class DriftWorker:
     _pool: Any = field(default=None, init=False)
     _cursor: int = field(default=0, init=False)
 
-    def __post_init__(self) -> None:
-        if self.metrics is None:
-            self.metrics = DriftMetrics(self.registry)
-        self.exported: DriftMetrics = self.metrics
+    def __post_init__(self, shared_metrics: DriftMetrics | None) -> None:
+        self.metrics = shared_metrics if shared_metrics is not None else DriftMetrics(self.registry)
 
     def start(self) -> threading.Thread:
         """Run in a thread; with ``in_process=False`` Evidently runs in a child process.
@@ -269,7 +267,7 @@ class DriftWorker:
             result = self._compute(self._reference.frame, frame)
         except Exception as err:  # noqa: BLE001 - the worker must outlive any one bad window
             log.warning("drift for %s v%s failed: %s: %s", model, version, type(err).__name__, err)
-            self.exported.errors.labels(model=model).inc()
+            self.metrics.errors.labels(model=model).inc()
             return None
         self._export(model, version, result)
         self.last = result
@@ -277,7 +275,7 @@ class DriftWorker:
 
     def _export(self, model: str, version: str, result: DriftResult) -> None:
         labels = {"model": model, "version": version}
-        metrics = self.exported
+        metrics = self.metrics
         if self.last_target is not None and self.last_target != (model, version):
             metrics.forget(*self.last_target)  # a swapped-out version's drift is not current
         self.last_target = (model, version)

@@ -40,12 +40,10 @@ from prometheus_client import CollectorRegistry, Counter
 from pruneops.errors import PruneopsError
 from pruneops.monitoring.drift import DriftWorker, Reference, registry_reference
 from pruneops.monitoring.metrics import DriftMetrics
-from pruneops.monitoring.window import SampleWindow
+from pruneops.monitoring.window import SAMPLES_PATH, TOKEN_ENV, SampleWindow
 
 log = logging.getLogger("pruneops.drift_service")
 
-TOKEN_ENV = "PRUNEOPS_DRIFT_TOKEN"
-SAMPLES_PATH = "/v1/samples"
 #: A batch of sampled rows: about 60,000 numbers of JSON.
 SAMPLES_BODY_BYTES = 4 * 1024 * 1024
 
@@ -116,7 +114,7 @@ class DriftService:
                     interval=self.interval,
                     every_rows=self.every_rows,
                     min_rows=self.min_rows,
-                    metrics=self.metrics,
+                    shared_metrics=self.metrics,
                 )
                 self.workers[model] = worker
                 if self.start_workers:

@@ -1,4 +1,9 @@
-"""The sampled-traffic window drift is computed over: the most recent input and output rows.
+"""The sampled-traffic window drift is computed over, and how sidecars ship its rows.
+
+:class:`SampleWindow` holds the most recent input and output rows. ``SAMPLES_PATH`` and
+``TOKEN_ENV`` are the drift service's endpoint and token variable, named here because both
+the sidecar's shipper and the service use them and the sidecar must not import the service
+(pandas, Evidently).
 
 Filled by the sidecar (its own drift worker) or by the drift service (rows from every
 sidecar); read by :class:`pruneops.monitoring.drift.DriftWorker`. Numpy only, so the sidecar
@@ -17,6 +22,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+#: The drift service's endpoint for sampled rows, and the variable holding its bearer token.
+SAMPLES_PATH = "/v1/samples"
+TOKEN_ENV = "PRUNEOPS_DRIFT_TOKEN"
 
 
 @dataclass

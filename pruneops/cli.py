@@ -431,22 +431,21 @@ def sidecar_cmd(
 
     limits = ConnectionLimits(max_connections=max_connections, buffer_budget=buffer_mb * 1024 * 1024,
                               header_timeout=header_timeout, body_timeout=body_timeout)  # fmt: skip
-    if drift_service:
-        from pruneops.monitoring.drift_service import TOKEN_ENV
+    shipper = None
+    if drift_service:  # the shipper imports no pandas or Evidently: this sidecar stays lean
+        from pruneops.monitoring.window import TOKEN_ENV
         from pruneops.serving.drift_client import DriftShipper, export_shipper
 
         token = os.environ.get(TOKEN_ENV, "")
         if not token:
             raise PruneopsError(f"--drift-service needs the service's token in {TOKEN_ENV}")
         shipper = DriftShipper(drift_service, token)
-        sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every,
-                          limits=limits, sink=shipper.add)  # fmt: skip
+    sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every,
+                      limits=limits, sink=shipper.add if shipper is not None else None)  # fmt: skip
+    if shipper is not None:
         export_shipper(shipper, sidecar.registry)
         shipper.start()
-        sidecar.run(port, host)
-        return
-    sidecar = Sidecar(upstream, max_in_flight=max_in_flight, timeout=timeout, sample_every=sample_every, limits=limits)
-    if drift_interval > 0:
+    elif drift_interval > 0:
         require("monitoring", feature="the sidecar's drift (--drift-interval 0 turns it off)")
         from pruneops.monitoring.drift import DriftWorker
 

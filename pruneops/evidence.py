@@ -30,6 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from pruneops.gates import GateCheck  # a dataclass pydantic validates and writes as it is
+
 #: The file the validate step writes into its evidence folder.
 EVIDENCE_FILE = "evidence.json"
 
@@ -103,12 +105,6 @@ class ValidationEvidence(_Record):
     @property
     def candidate_score(self) -> float:
         return self.candidate_metrics[self.primary_metric]
-
-
-class GateCheck(_Record):
-    gate: str
-    passed: bool
-    message: str
 
 
 class GateEvidence(_Record):

@@ -96,6 +96,8 @@ REGISTRATION_KEY, REGISTRATION_MODEL, REGISTRATION_OWNER = (
     "pruneops.registration.model",
     "pruneops.registration.owner",
 )
+#: MLflow's error codes for an alias that is not set: a server's, and SQLite's.
+_ALIAS_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 #: Attempts to read the aliases and the last record without another operation in between.
 RECONCILE_ATTEMPTS = 5
 #: A registration run still RUNNING this long after it started is abandoned, whoever owned it.
@@ -190,8 +192,7 @@ class Registry:
 
     def aliases(self, name: str) -> dict[str, str]:
         """Alias → version number for one model (one read of the registered model)."""
-        model = self._require_model(name)
-        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        return _alias_map(self._require_model(name))
 
     def alias_version(self, name: str, alias: str) -> str | None:
         """The version number ``alias`` points at, or ``None`` when it is not set: what a server polls.
@@ -204,8 +205,7 @@ class Registry:
         try:
             return str(self._client.get_model_version_by_alias(name, alias).version)
         except MlflowException as err:
-            # An unset alias is RESOURCE_DOES_NOT_EXIST on a server, INVALID_PARAMETER_VALUE on SQLite.
-            if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if err.error_code not in _ALIAS_NOT_FOUND:
                 raise RegistryError(f"registry error reading alias {alias} of {name!r}: {err.message}") from None
         self._require_model(name)  # tells an unknown model from an unset alias
         return None
@@ -663,11 +663,16 @@ class Registry:
         return operation.events()
 
     def _set_aliases(self, name: str, moves: list[Move]) -> None:
+        from mlflow.exceptions import MlflowException
+
         with self._mlflow_errors(f"moving aliases of {name!r}"):
             for move in moves:
                 if move.version is None:
-                    with contextlib.suppress(Exception):  # already gone: the move is done
+                    try:
                         self._client.delete_registered_model_alias(name, move.alias)
+                    except MlflowException as err:  # already gone: the move is done; anything else is not
+                        if err.error_code not in _ALIAS_NOT_FOUND:
+                            raise
                 else:
                     _retry_conflict(self._client.set_registered_model_alias, name, move.alias, move.version)
 
@@ -718,7 +723,7 @@ class Registry:
         for _ in range(RECONCILE_ATTEMPTS):
             last = self._operations(name, newest=1)
             model = self._require_model(name)
-            found = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+            found = _alias_map(model)
             if last and last[-1][1] == "RUNNING":  # recorded, maybe not applied: finish it
                 run_id, _, operation = last[-1]
                 self._set_aliases(name, still_to_apply(found, operation.moves))
@@ -731,7 +736,7 @@ class Registry:
                 continue  # another operation landed between the reads
             outside, repair = plan_reconcile(found, recorded)
             who, why = "MLflow UI or API", f"not made by pruneops; found in the registry by {settings.actor()}"
-            operation = Operation(_now(), name, "outside", who, why, outside, dict(found))
+            operation = Operation(_now(), name, OUTSIDE, who, why, outside, dict(found))
             self._begin(operation, finished=True)
             events += operation.events()
             if repair:
@@ -937,6 +942,11 @@ def _quoted(value: str) -> str:
     if "'" in value or "\\" in value:
         raise RegistryError(f"{value!r}: quotes and backslashes are not allowed in model names and keys")
     return value
+
+
+def _alias_map(model: Any) -> dict[str, str]:
+    """Alias → version number of a registered model as MLflow returns it."""
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
 
 def _legacy_events(model: Any) -> list[AliasEvent]:

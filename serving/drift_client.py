@@ -33,9 +33,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 
-log = logging.getLogger("pruneops.serving.drift")
+from pruneops.monitoring.window import SAMPLES_PATH
 
-SAMPLES_PATH = "/v1/samples"  # pruneops.monitoring.drift_service.SAMPLES_PATH (serving stays light)
+log = logging.getLogger("pruneops.serving.drift")
 
 
 class DriftShipper:
@@ -96,10 +96,10 @@ class DriftShipper:
                 taken = int(json.loads(reply.read()).get("rows", 0))
         except (urllib.error.URLError, OSError, ValueError) as err:
             log.warning("drift service at %s did not take %d rows: %s", self.url, rows, err)
-            self.dropped += rows
-            return 0
-        self.sent += taken
-        self.dropped += rows - taken
+            taken = 0
+        with self._lock:  # add() counts drops from the sampling threads
+            self.sent += taken
+            self.dropped += rows - taken
         return taken
 
     def start(self) -> threading.Thread:

@@ -108,12 +108,16 @@ HANDLERS: dict[type[PruneConfig], Handler] = {}
 def register_handler(config_type: type[PruneConfig]) -> Callable[[Handler], Handler]:
     """Decorator: make ``handler`` compute unstructured and N:M masks for ``config_type``.
 
-    >>> @register_handler(MagnitudeConfig)
-    ... def magnitude_masks(model, config, layers, batches):
-    ...     return {name: criteria.magnitude(_weight(m)) > 0 for name, m in layers.items()}
-    >>> HANDLERS[MagnitudeConfig] is magnitude_masks
+    >>> @dataclass(frozen=True)
+    ... class PositiveConfig(MagnitudeConfig):  # an example criterion: keep positive weights only
+    ...     pass
+    >>> @register_handler(PositiveConfig)
+    ... def positive_masks(model, config, layers, batches):
+    ...     return {name: _weight(m) > 0 for name, m in layers.items()}
+    >>> model = nn.Sequential(nn.Linear(4, 2))
+    >>> _ = prune_(model, PositiveConfig(sparsity=0.5))
+    >>> bool((model[0].weight >= 0).all())
     True
-    >>> _ = register_handler(MagnitudeConfig)(_magnitude)  # the real one back
     """
 
     def decorate(handler: Handler) -> Handler:
