@@ -65,7 +65,12 @@ def have_binaries() -> bool:
 
 
 def binaries() -> tuple[str, str]:
-    """Paths of Prometheus and Alertmanager, or a clear error saying how to install them."""
+    """Paths of Prometheus and Alertmanager, or a clear error saying how to install them.
+
+    >>> prometheus, alertmanager = binaries()  # the CI installs Debian's packages
+    >>> Path(prometheus).is_file() and Path(alertmanager).is_file()
+    True
+    """
     prometheus, alertmanager = _found_binaries()
     if prometheus is None or alertmanager is None:
         raise RuntimeUnavailable(MISSING_BINARIES)
@@ -73,7 +78,26 @@ def binaries() -> tuple[str, str]:
 
 
 def prometheus_config(targets: dict[str, str], rules: str, alertmanager: str, interval: float) -> str:
-    """prometheus.yml: one job per target (job name -> host:port), the rules, one Alertmanager."""
+    """prometheus.yml: one job per target (job name -> host:port), the rules, one Alertmanager.
+
+    >>> print(prometheus_config({"sidecar": "127.0.0.1:9100"}, "rules.yml", "127.0.0.1:9093", 5))
+    global:
+      scrape_interval: 5s
+      evaluation_interval: 5s
+    rule_files:
+    - rules.yml
+    alerting:
+      alertmanagers:
+      - static_configs:
+        - targets:
+          - 127.0.0.1:9093
+    scrape_configs:
+    - job_name: sidecar
+      static_configs:
+      - targets:
+        - 127.0.0.1:9100
+    <BLANKLINE>
+    """
     config = {
         "global": {"scrape_interval": f"{interval:g}s", "evaluation_interval": f"{interval:g}s"},
         "rule_files": [rules],
@@ -86,7 +110,12 @@ def prometheus_config(targets: dict[str, str], rules: str, alertmanager: str, in
 
 
 def alertmanager_config(controller_url: str, token_file: str) -> str:
-    """alertmanager.yml: every alert to the controller, quickly (group_wait 1s), with the bearer token."""
+    """alertmanager.yml: every alert to the controller, quickly (group_wait 1s), with the bearer token.
+
+    >>> config = yaml.safe_load(alertmanager_config("http://127.0.0.1:8090", "/run/token"))
+    >>> config["receivers"][0]["webhook_configs"][0]["url"], config["route"]["group_wait"]
+    ('http://127.0.0.1:8090/alerts', '1s')
+    """
     config = {
         "route": {
             "receiver": "pruneops-controller",
@@ -125,7 +154,18 @@ def free_port() -> int:
 def wait_http(
     url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60.0, log: Path | None = None
 ) -> None:
-    """Wait for ``url`` to answer 200; fail (with the end of ``log``) if ``process`` exits or time runs out."""
+    """Wait for ``url`` to answer 200; fail (with the end of ``log``) if ``process`` exits or time runs out.
+
+    >>> port = free_port()
+    >>> server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+    ...                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    >>> wait_http(f"http://127.0.0.1:{port}/", server, timeout=30)  # returns once it answers 200
+    >>> server.terminate(); _ = server.wait()
+    >>> wait_http(f"http://127.0.0.1:{port}/", subprocess.Popen([sys.executable, "-c", "pass"]), timeout=30)
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.RuntimeUnavailable: the process behind http://127.0.0.1:.../ exited (0)...
+    """
 
     def tail() -> str:
         return log.read_text()[-2000:] if log is not None and log.is_file() else ""

@@ -161,7 +161,12 @@ def compressed_2to4_bytes(model: nn.Module, itemsize: int = 2) -> int:
 
 
 def cuda_peak_memory(run: Callable[[], Any]) -> int | None:
-    """Peak CUDA memory allocated while ``run`` executes, or None without CUDA."""
+    """Peak CUDA memory allocated while ``run`` executes, or None without CUDA.
+
+    >>> peak = cuda_peak_memory(lambda: torch.ones(1024, device="cuda"))
+    >>> peak is None if not torch.cuda.is_available() else peak >= 4096
+    True
+    """
     if not torch.cuda.is_available():
         return None
     torch.cuda.synchronize()

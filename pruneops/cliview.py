@@ -38,7 +38,25 @@ def table_width(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
 
 
 def show_rows(console: Console, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A table when it fits ``console``'s width, else one ``column: value`` block per row."""
+    """A table when it fits ``console``'s width, else one ``column: value`` block per row.
+
+    >>> from io import StringIO
+    >>> rows = [["1", "champion"], ["2", "challenger"]]
+    >>> wide = Console(file=StringIO(), width=80)
+    >>> show_rows(wide, "digits", ["version", "aliases"], rows)  # fits: a table
+    >>> wide.file.getvalue().splitlines()[4]
+    '│ 1       │ champion   │'
+    >>> narrow = Console(file=StringIO(), width=10)
+    >>> show_rows(narrow, "digits", ["version", "aliases"], rows)  # too narrow: one block per row
+    >>> print(narrow.file.getvalue())
+    digits
+      version: 1
+      aliases: champion
+    <BLANKLINE>
+      version: 2
+      aliases: challenger
+    <BLANKLINE>
+    """
     if table_width(columns, rows) <= console.width:
         table = Table(title=title)
         for column in columns:

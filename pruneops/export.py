@@ -2,13 +2,6 @@
 
 ``torch.onnx.export(..., dynamo=True)`` with a dynamic batch dimension, then the file is
 checked with ``onnx.checker`` and run once in ONNX Runtime against torch on real inputs.
-
->>> import tempfile, torch
->>> model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
->>> path = tempfile.mkdtemp() + "/m.onnx"
->>> result = export_onnx(model, torch.randn(2, 4), path)   # doctest: +SKIP
->>> parity(model, path, torch.randn(5, 4)).max_abs < 1e-5  # doctest: +SKIP
-True
 """
 
 from __future__ import annotations
@@ -62,6 +55,12 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, dynam
 
     Raises :class:`ExportError` with the exporter's reason when the model cannot be
     exported, instead of writing a file that would fail later.
+
+    >>> import tempfile
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    >>> result = export_onnx(model, torch.randn(2, 4), tempfile.mkdtemp() + "/model.onnx")
+    >>> result.path.name, result.bytes > 0, port_names(result.path)[1]
+    ('model.onnx', True, 'output')
     """
 
     path = Path(path)
@@ -98,7 +97,18 @@ def describe_onnx(path: str | Path) -> ExportResult:
 
 
 def check_onnx(path: str | Path) -> Any:
-    """Load and check an ONNX file; a missing, truncated or invalid file raises :class:`ExportError`."""
+    """Load and check an ONNX file; a missing, truncated or invalid file raises :class:`ExportError`.
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "model.onnx"
+    >>> _ = export_onnx(torch.nn.Linear(4, 3), torch.randn(2, 4), path)
+    >>> check_onnx(path).graph.output[0].name
+    'output'
+    >>> _ = path.write_bytes(path.read_bytes()[:100])  # truncated
+    >>> check_onnx(path)
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ExportError: ... is not a valid ONNX model: ...
+    """
     import onnx
 
     try:
@@ -112,7 +122,17 @@ def check_onnx(path: str | Path) -> Any:
 
 
 def parity(model: nn.Module, path: str | Path, inputs: torch.Tensor) -> Parity:
-    """Run ``inputs`` through torch and through ONNX Runtime (CPU) and compare the outputs."""
+    """Run ``inputs`` through torch and through ONNX Runtime (CPU) and compare the outputs.
+    >>> import tempfile
+    >>> model = torch.nn.Linear(4, 3)
+    >>> path = export_onnx(model, torch.randn(2, 4), tempfile.mkdtemp() + "/model.onnx").path
+    >>> parity(model, path, torch.randn(5, 4)).within()
+    True
+    >>> with torch.no_grad():
+    ...     _ = model.bias.add_(1.0)  # torch changed, the file did not
+    >>> round(parity(model, path, torch.randn(5, 4)).max_abs, 3)
+    1.0
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

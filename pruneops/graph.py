@@ -10,16 +10,6 @@ fine-tuning then work as on a model built from code.
 
 The graph fixes every width (shapes and ``LayerNorm`` sizes are constants in it), so
 structured pruning cannot apply: :data:`STRUCTURED_REFUSAL` says why, before any step.
-
->>> import tempfile, torch
->>> path = tempfile.mkdtemp() + "/m.pt2"
->>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
->>> torch.export.save(torch.export.export(model, (torch.randn(3, 4),)), path)
->>> module = load_program(path)
->>> [type(m).__name__ for name, m in module.named_modules() if name in ("0", "2")]
-['Linear', 'Linear']
->>> torch.allclose(module(torch.ones(3, 4)), model(torch.ones(3, 4)))
-True
 """
 
 from __future__ import annotations
@@ -39,7 +29,17 @@ PROGRAM_ATTR = "pruneops_program"
 
 
 def load_program(path: str | Path) -> nn.Module:
-    """Load a ``.pt2`` archive through the safe loader (:func:`pruneops.pt2.load_exported`) and lift its layers."""
+    """Load a ``.pt2`` archive through the safe loader (:func:`pruneops.pt2.load_exported`) and lift its layers.
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp() + "/m.pt2"
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    >>> torch.export.save(torch.export.export(model, (torch.randn(3, 4),)), path)
+    >>> module = load_program(path)
+    >>> [type(m).__name__ for name, m in module.named_modules() if name in ("0", "2")]
+    ['Linear', 'Linear']
+    >>> torch.allclose(module(torch.ones(3, 4)), model(torch.ones(3, 4)))
+    True
+    """
     from pruneops.pt2 import load_exported
 
     exported = load_exported(path)
@@ -52,7 +52,14 @@ def load_program(path: str | Path) -> nn.Module:
 
 
 def lift_layers(module: fx.GraphModule) -> fx.GraphModule:
-    """Replace ``aten.linear``/``aten.conv2d`` calls on owned parameters by ``nn.Linear``/``nn.Conv2d`` calls."""
+    """Replace ``aten.linear``/``aten.conv2d`` calls on owned parameters by ``nn.Linear``/``nn.Conv2d`` calls.
+    >>> program = torch.export.export(nn.Sequential(nn.Linear(4, 2)), (torch.randn(3, 4),)).module()
+    >>> module = fx.GraphModule(program, program.graph)
+    >>> [type(m).__name__ for m in module.modules()][:2]  # the weight is a plain attribute
+    ['GraphModule', 'Module']
+    >>> [type(m).__name__ for m in lift_layers(module).modules()][:2]
+    ['GraphModule', 'Linear']
+    """
     graph = module.graph
     lifted = 0
     for node in list(graph.nodes):

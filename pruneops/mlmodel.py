@@ -8,16 +8,6 @@ tensor signature and an input example, both taken from the model's probe. So
 MLflow runtime and KServe's MLflow support all run a pruned version without pruneops
 installed. MLflow writes the files (``mlflow.onnx.save_model``); this module only places
 them beside the model, keeping the ONNX file pruneops exported and checked.
-
->>> import tempfile, numpy as np, torch
->>> from pruneops.export import export_onnx
->>> from pruneops.probe import CLASSES, record
->>> model = torch.nn.Linear(4, 3).eval()
->>> folder = Path(tempfile.mkdtemp())
->>> _ = export_onnx(model, torch.randn(2, 4), folder / ONNX_FILE)  # doctest: +SKIP
->>> add_mlmodel(folder, record(model, torch.randn(5, 4), CLASSES))  # doctest: +SKIP
->>> import mlflow; mlflow.pyfunc.load_model(str(folder)).predict(np.ones((1, 4), np.float32))  # doctest: +SKIP
-{'linear': array([[...]], dtype=float32)}
 """
 
 from __future__ import annotations
@@ -47,6 +37,19 @@ def add_mlmodel(folder: str | Path, probe: Probe, runtime: str | None = None) ->
     (the model's own inputs and outputs), so they describe the served model exactly. A
     version served with ``torch-sparse`` (``runtime``) gets pruneops' torch loader as its
     ``python_function`` (:mod:`pruneops.mlflow_torch`); every other version, MLflow's ONNX one.
+
+    >>> import tempfile, numpy as np, torch
+    >>> from pruneops.export import export_onnx
+    >>> from pruneops.probe import CLASSES, record
+    >>> model = torch.nn.Linear(4, 3).eval()
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = export_onnx(model, torch.randn(2, 4), folder / ONNX_FILE)
+    >>> add_mlmodel(folder, record(model, torch.randn(5, 4), CLASSES)).name
+    'MLmodel'
+    >>> import mlflow  # plain MLflow loads and runs it
+    >>> outputs = mlflow.pyfunc.load_model(str(folder)).predict(np.ones((1, 4), np.float32))
+    >>> {name: array.shape for name, array in outputs.items()}
+    {'output': (1, 3)}
     """
     import mlflow.onnx
     import onnx

@@ -12,15 +12,6 @@ modules are imported and called, because whoever writes the registry writes ``ar
 Files that belong with a model but are not weights (an encoder's tokenizer) live in
 ``assets/``: a loaded model names that folder (:data:`ASSETS_ATTR`) and a save copies it, so
 they travel from a source through every step to the pruned version.
-
->>> import tempfile, torch
->>> spec = ArchSpec(factory="torch.nn:Linear", kwargs={"in_features": 4, "out_features": 2})
->>> model = build_model(spec)
->>> folder = tempfile.mkdtemp()
->>> _ = save_model(model, folder, spec)
->>> loaded = load_model(folder)
->>> torch.equal(loaded.weight, model.weight)
-True
 """
 
 from __future__ import annotations
@@ -83,6 +74,13 @@ def saved_spec(folder: str | Path) -> ArchSpec:
     """The factory and arguments a saved model was built from (its overrides left out).
 
     A model pruned from it is saved with this spec; its own overrides are computed afresh.
+
+    >>> import tempfile
+    >>> norm = build_model(ArchSpec("torch.nn:LayerNorm", {"normalized_shape": 8}))
+    >>> norm.eps = 1e-3  # an override: kept in arch.json, left out of the spec
+    >>> folder = save_model(norm, tempfile.mkdtemp(), ArchSpec("torch.nn:LayerNorm", {"normalized_shape": 8}))
+    >>> saved_spec(folder)
+    ArchSpec(factory='torch.nn:LayerNorm', kwargs={'normalized_shape': 8}, overrides={}, replaced={})
     """
     spec = ArchSpec.from_json((Path(folder) / ARCH_FILE).read_text())
     return ArchSpec(spec.factory, dict(spec.kwargs))
@@ -93,6 +91,13 @@ def build_model(spec: ArchSpec) -> nn.Module:
 
     The factory must be a trusted ``nn.Module`` subclass or marked factory; it is checked
     before it is called.
+
+    >>> build_model(ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 2}))
+    Linear(in_features=4, out_features=2, bias=True)
+    >>> build_model(ArchSpec("os:system", {"command": "id"}))
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.UntrustedCodeError: refusing to import 'os:system': module 'os' is not trusted ...
     """
     if not isinstance(spec.kwargs, dict) or not all(isinstance(k, str) for k in spec.kwargs):
         raise ModelFormatError(f"{ARCH_FILE}: kwargs must be an object of named arguments")
@@ -103,7 +108,13 @@ def build_model(spec: ArchSpec) -> nn.Module:
 
 
 def replaced_modules(model: nn.Module, spec: ArchSpec) -> dict[str, str]:
-    """Modules of ``model`` whose class differs from a fresh build (dropped blocks)."""
+    """Modules of ``model`` whose class differs from a fresh build (dropped blocks).
+    >>> spec = ArchSpec("pruneops.models.resnet:build", {"widths": [8, 16], "blocks": 2})
+    >>> model = build_model(spec)
+    >>> model.layers[1] = nn.Identity()  # a block dropped by structured pruning
+    >>> replaced_modules(model, spec)
+    {'layers.1': 'torch.nn.modules.linear:Identity'}
+    """
     fresh = dict(build_model(spec).named_modules())
     replaced = {}
     for name, module in model.named_modules():
@@ -172,6 +183,14 @@ def save_model(model: nn.Module, folder: str | Path, spec: ArchSpec, probe: Prob
     Tensors are saved contiguous and detached; reparametrizations (pruning masks) must
     already be made permanent. ``probe`` (:func:`pruneops.probe.record`, taken from this
     model in memory) is what registration checks the stored files against.
+
+    >>> import tempfile, torch
+    >>> from pruneops.probe import VALUES, record
+    >>> model = torch.nn.Linear(4, 2)
+    >>> spec = ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 2})
+    >>> folder = save_model(model, tempfile.mkdtemp(), spec, probe=record(model, torch.ones(1, 4), VALUES))
+    >>> sorted(p.name for p in folder.iterdir())
+    ['arch.json', 'model.safetensors', 'probe.safetensors']
     """
     from safetensors.torch import save_file
 
@@ -253,6 +272,17 @@ def load_model(folder: str | Path) -> nn.Module:
 
     Missing files, a corrupt weights file, or weights that do not fit the architecture raise
     :class:`ModelFormatError` naming what is wrong.
+
+    >>> import tempfile, torch
+    >>> spec = ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 2})
+    >>> model = build_model(spec)
+    >>> loaded = load_model(save_model(model, tempfile.mkdtemp(), spec))
+    >>> torch.equal(loaded.weight, model.weight), loaded.training
+    (True, False)
+    >>> load_model(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ModelFormatError: ... is not a pruneops model: arch.json is missing
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -31,7 +31,15 @@ ALLOW_PICKLE_ENV = "PRUNEOPS_ALLOW_PICKLE"
 
 
 def pickle_allowed() -> bool:
-    """Whether the operator allowed pickled source models (``PRUNEOPS_ALLOW_PICKLE=true``)."""
+    """Whether the operator allowed pickled source models (``PRUNEOPS_ALLOW_PICKLE=true``).
+
+    >>> os.environ[ALLOW_PICKLE_ENV] = "true"
+    >>> pickle_allowed()
+    True
+    >>> del os.environ[ALLOW_PICKLE_ENV]
+    >>> pickle_allowed()
+    False
+    """
     return os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
@@ -41,6 +49,28 @@ def load_pickled(path: str | Path) -> nn.Module:
     Raises :class:`UntrustedCodeError` naming the first global that is not a trusted
     ``nn.Module`` subclass, and :class:`ModelFormatError` when pickles are not allowed or the
     file is not a module.
+
+    >>> import tempfile, torch
+    >>> folder = tempfile.mkdtemp()
+    >>> torch.save(torch.nn.Sequential(torch.nn.Linear(4, 2)), folder + "/model.pth")
+    >>> load_pickled(folder + "/model.pth")  # refused until the operator allows pickles
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ModelFormatError: pickled models are refused; ... with PRUNEOPS_ALLOW_PICKLE=true
+    >>> os.environ[ALLOW_PICKLE_ENV] = "true"
+    >>> load_pickled(folder + "/model.pth")
+    Sequential(
+      (0): Linear(in_features=4, out_features=2, bias=True)
+    )
+    >>> class Payload:
+    ...     def __reduce__(self):
+    ...         return (os.system, ("echo pwned",))
+    >>> torch.save(Payload(), folder + "/payload.pth")
+    >>> load_pickled(folder + "/payload.pth")  # read from the opcodes: nothing ran
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.UntrustedCodeError: refusing to unpickle 'posix:system': module 'posix' is not trusted ...
+    >>> del os.environ[ALLOW_PICKLE_ENV]
     """
     import torch
 

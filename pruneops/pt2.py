@@ -21,14 +21,6 @@ sample inputs that load with ``weights_only=True``, no guard code, expressions m
 sympy constructors, numbers and symbol names, and node targets only from ``torch.ops.aten``,
 ``torch.ops.prims`` and a few ``_operator``/``math`` functions. What MLflow writes for an
 ordinary model passes; :func:`load_exported` then loads it with torch.
-
->>> import tempfile, torch
->>> path = tempfile.mkdtemp() + "/m.pt2"
->>> model = torch.nn.Sequential(torch.nn.Linear(4, 2)).eval()
->>> torch.export.save(torch.export.export(model, (torch.randn(3, 4),)), path)
->>> loaded = load_exported(path)
->>> torch.allclose(loaded(torch.ones(3, 4)), model(torch.ones(3, 4)))
-True
 """
 
 from __future__ import annotations
@@ -69,7 +61,15 @@ _EXPR_OPS = frozenset({"(", ")", ",", "=", "+", "-", "*", "/", "**", "%", "<", "
 
 
 def load_exported(path: str | Path) -> Any:
-    """Check a ``.pt2`` archive (:func:`check_archive`), load it and return its module (an ``nn.Module``)."""
+    """Check a ``.pt2`` archive (:func:`check_archive`), load it and return its module (an ``nn.Module``).
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp() + "/m.pt2"
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2)).eval()
+    >>> torch.export.save(torch.export.export(model, (torch.randn(3, 4),)), path)
+    >>> loaded = load_exported(path)
+    >>> torch.allclose(loaded(torch.ones(3, 4)), model(torch.ones(3, 4)))
+    True
+    """
     import torch
 
     check_archive(path)
@@ -85,6 +85,17 @@ def check_archive(path: str | Path) -> None:
 
     Raises :class:`UntrustedCodeError` naming the first thing found, or :class:`ModelFormatError`
     when the file is not such an archive at all.
+
+    >>> import tempfile, torch
+    >>> path = tempfile.mkdtemp() + "/m.pt2"
+    >>> torch.export.save(torch.export.export(torch.nn.Linear(4, 2), (torch.randn(3, 4),)), path)
+    >>> check_archive(path)  # what torch.export.save writes for one model passes
+    >>> with zipfile.ZipFile(path, "a") as archive:
+    ...     archive.writestr("m/data.pkl", b"a payload")
+    >>> check_archive(path)
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.UntrustedCodeError: ...m.pt2: refusing pt2 entry 'data.pkl' (only one plain exported program ...)
     """
     try:
         with zipfile.ZipFile(path) as archive:

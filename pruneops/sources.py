@@ -18,14 +18,6 @@ A source version is either a pruneops model (``arch.json``) or an MLflow model w
 
 :func:`check_source` decides from the file list and ``MLmodel`` alone, so ``pruneops run`` and the trigger refuse
 a run before its first step.
-
->>> mlmodel = {"flavors": {"pytorch": {"model_data": "data"}}}
->>> check_source(["MLmodel", "data/model.pt2"], mlmodel, "2:4")
-'pt2'
->>> check_source(["MLmodel", "data/model.pt2"], mlmodel, "channels")  # doctest: +ELLIPSIS
-Traceback (most recent call last):
-...
-pruneops.errors.ModelFormatError: structured pruning (channels, heads, blocks) cannot apply to an exported program: ...
 """
 
 from __future__ import annotations
@@ -52,7 +44,18 @@ PICKLE_REFUSAL = (
 
 
 def read_mlmodel(folder: str | Path) -> dict[str, Any]:
-    """The ``MLmodel`` file of a folder, parsed as plain YAML (no tags, no objects)."""
+    """The ``MLmodel`` file of a folder, parsed as plain YAML (no tags, no objects).
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "MLmodel").write_text("flavors:\\n  pytorch:\\n    model_data: data\\n")
+    >>> read_mlmodel(folder)
+    {'flavors': {'pytorch': {'model_data': 'data'}}}
+    >>> _ = (folder / "MLmodel").write_text("flavors: !!python/object/apply:os.system [id]")
+    >>> read_mlmodel(folder)
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ModelFormatError: ... has no readable MLmodel: could not determine a constructor for the tag ...
+    """
     import yaml
 
     path = Path(folder) / "MLmodel"
@@ -71,6 +74,18 @@ def check_source(files: list[str], mlmodel: dict[str, Any] | None, pattern: str 
     ``files`` are the model folder's file paths (``data/model.pt2``); ``mlmodel`` its parsed
     ``MLmodel`` (None if it has none). ``pattern`` is the recipe's: structured patterns are
     refused for exported programs.
+
+    >>> mlmodel = {"flavors": {"pytorch": {"model_data": "data"}}}
+    >>> check_source(["MLmodel", "data/model.pt2"], mlmodel, "2:4")
+    'pt2'
+    >>> check_source(["MLmodel", "data/model.pt2"], mlmodel, "channels")
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ModelFormatError: structured pruning (channels, heads, blocks) cannot apply to an exported ...
+    >>> check_source(["MLmodel", "model.pkl"], {"flavors": {"sklearn": {}}})
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ModelFormatError: the source is neither a pruneops model nor ... (flavors: ['sklearn'])
     """
     if ARCH_FILE in files:
         return PRUNEOPS
@@ -121,7 +136,19 @@ def import_model(folder: str | Path) -> tuple[nn.Module, ArchSpec]:
 
 
 def check_version(registry: Any, name: str, version: str, pattern: str | None = None) -> str:
-    """:func:`check_source` for a registered version, from its file list and ``MLmodel`` (nothing else is read)."""
+    """:func:`check_source` for a registered version, from its file list and ``MLmodel`` (nothing else is read).
+    >>> import tempfile, torch
+    >>> from pruneops.modelio import save_model
+    >>> from pruneops.probe import VALUES, record
+    >>> from pruneops.registry import Registry
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> model = torch.nn.Linear(4, 2)
+    >>> spec = ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 2})
+    >>> folder = save_model(model, tempfile.mkdtemp(), spec, probe=record(model, torch.ones(3, 4), VALUES))
+    >>> version = registry.register("linear", folder).version
+    >>> check_version(registry, "linear", version, "2:4")
+    'pruneops'
+    """
     import yaml
 
     files = registry.model_files(name, version)

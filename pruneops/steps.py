@@ -43,6 +43,15 @@ def report_failure(step: str) -> Iterator[None]:
     """Record a failing step and its reason where the local runner can read them, then re-raise.
 
     The runner sets ``PRUNEOPS_STEP_ERROR_FILE``; on a cluster the reason is in the step's log.
+
+    >>> os.environ[ERROR_FILE_ENV] = str(Path(tempfile.mkdtemp()) / "error.json")
+    >>> with report_failure("prune"):
+    ...     raise ValueError("no layer to prune")
+    Traceback (most recent call last):
+    ...
+    ValueError: no layer to prune
+    >>> json.loads(Path(os.environ.pop(ERROR_FILE_ENV)).read_text())
+    {'step': 'prune', 'error': 'ValueError: no layer to prune'}
     """
     try:
         yield
@@ -54,7 +63,12 @@ def report_failure(step: str) -> Iterator[None]:
 
 
 def with_target(recipe: Recipe, target: str) -> Recipe:
-    """The recipe with ``validate.target`` replaced (an empty ``target`` keeps the recipe's)."""
+    """The recipe with ``validate.target`` replaced (an empty ``target`` keeps the recipe's).
+
+    >>> recipe = parse_recipe({"prune": {"sparsity": 0.5}})
+    >>> recipe.validate_.target, with_target(recipe, "cuda").validate_.target, with_target(recipe, "").validate_.target
+    ('cpu', 'cuda', 'cpu')
+    """
     if not target or target == recipe.validate_.target:
         return recipe
     data = recipe.to_dict()
@@ -66,6 +80,11 @@ def use_tracking_uri(uri: str) -> None:
     """Point MLflow at ``uri`` for this step's process (empty: keep the environment's default).
 
     Also applies pruneops's MLflow process defaults (:func:`pruneops.settings.use_process_defaults`).
+
+    >>> use_tracking_uri("http://mlflow:5000")
+    >>> os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    ('http://mlflow:5000', '2')
+    >>> del os.environ["MLFLOW_TRACKING_URI"]
     """
     from pruneops.settings import use_process_defaults
 
@@ -75,7 +94,15 @@ def use_tracking_uri(uri: str) -> None:
 
 
 def recipe_from_json(text: str) -> Recipe:
-    """The recipe a component receives as a JSON string, validated on entry."""
+    """The recipe a component receives as a JSON string, validated on entry.
+
+    >>> recipe_from_json('{"prune": {"method": "wanda", "pattern": "2:4"}}').prune.pattern
+    '2:4'
+    >>> recipe_from_json('{"prune": {"sparsity": 2}}')
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.RecipeError: invalid recipe: prune.sparsity: must be in (0, 1) exclusive, got 2.0; ...
+    """
     return parse_recipe(json.loads(text))
 
 
@@ -86,6 +113,17 @@ def baseline(model_name: str, version: str, task_path: str, out_dir: str | Path)
     a source model a team registered outside pruneops has none. A team's MLflow pytorch
     (pt2) model is imported (:mod:`pruneops.sources`) and saved as a pruneops model with a
     probe of the task's inputs.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_model
+    >>> from pruneops.tasks.digits import task
+    >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
+    >>> source = register_model("digits", build_model(task.arch), arch=task.arch, task="pruneops.tasks.digits:task")
+    >>> out = Path(tempfile.mkdtemp()) / "dense"
+    >>> metrics = baseline("digits", source.version, "pruneops.tasks.digits:task", out)
+    >>> json.loads((out / METRICS_FILE).read_text()) == metrics, load_model(out).training
+    (True, False)
+    >>> del os.environ["MLFLOW_TRACKING_URI"]
     """
     from pruneops.registry import Registry
     from pruneops.sources import import_model
@@ -109,6 +147,15 @@ def prune(dense_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | 
 
     One-shot: prune only. Iterative: every step, with fine-tuning between steps; the
     fine-tuning after the last step is the finetune step's.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.tasks.digits import task
+    >>> tmp, model = Path(tempfile.mkdtemp()), build_model(task.arch)
+    >>> dense = save_model(model, tmp / "dense", task.arch, probe=task.probe(model))
+    >>> recipe = parse_recipe({"prune": {"sparsity": 0.5}})
+    >>> report = prune(dense, recipe, "pruneops.tasks.digits:task", tmp / "pruned")
+    >>> report["sparsity"], sorted(p.name for p in (tmp / "pruned").iterdir())
+    (0.5, ['arch.json', 'masks.safetensors', 'model.safetensors', 'probe.safetensors', 'prune_report.json'])
     """
     from pruneops.pruning import make_permanent
     from pruneops.schedule import prune_and_recover
@@ -137,7 +184,20 @@ def prune(dense_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | 
 def finetune(
     pruned_dir: str | Path, dense_dir: str | Path, recipe: Recipe, task_path: str, out_dir: str | Path
 ) -> dict[str, Any]:
-    """Fine-tune the pruned model with its masks held (and distillation when the recipe asks)."""
+    """Fine-tune the pruned model with its masks held (and distillation when the recipe asks).
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.tasks.digits import task
+    >>> tmp, model, task_path = Path(tempfile.mkdtemp()), build_model(task.arch), "pruneops.tasks.digits:task"
+    >>> dense = save_model(model, tmp / "dense", task.arch, probe=task.probe(model))
+    >>> recipe = parse_recipe({"prune": {"sparsity": 0.5}, "finetune": {"epochs": 1}})
+    >>> report = prune(dense, recipe, task_path, tmp / "pruned")
+    >>> finetune(tmp / "pruned", dense, recipe, task_path, tmp / "tuned")["epochs"]
+    1
+    >>> weight = load_model(tmp / "tuned").get_submodule(report["layers"][0]["name"]).weight
+    >>> round((weight == 0).float().mean().item(), 1)  # the pruned weights stayed zero
+    0.5
+    """
     from pruneops.finetune import finetune as run_finetune
     from pruneops.pruning import apply_mask, make_permanent
 
@@ -167,6 +227,20 @@ def validate(
 
     Writes ``evidence.json`` (:class:`pruneops.evidence.Evidence`: measurements, gate checks)
     and ``model.onnx`` into ``out_dir``.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.tasks.digits import task
+    >>> tmp, model, task_path = Path(tempfile.mkdtemp()), build_model(task.arch), "pruneops.tasks.digits:task"
+    >>> dense = save_model(model, tmp / "dense", task.arch, probe=task.probe(model))
+    >>> recipe = parse_recipe({
+    ...     "prune": {"sparsity": 0.5},
+    ...     "validate": {"runtimes": ["torch"], "batch_sizes": [8], "iterations": 5, "warmup": 1},
+    ...     "gates": {"max_accuracy_drop": 1.0},
+    ... })
+    >>> _ = prune(dense, recipe, task_path, tmp / "pruned")
+    >>> passed, evidence = validate(dense, tmp / "pruned", recipe, task_path, tmp / "evidence")
+    >>> passed, evidence.prune.sparsity, sorted(p.name for p in (tmp / "evidence").iterdir())
+    (True, 0.5, ['evidence.json', 'model.onnx'])
     """
     from pruneops.export import describe_onnx, export_onnx, parity
     from pruneops.gates import evaluate_gates
@@ -211,6 +285,27 @@ def register(
 
     ``run_key`` (the KFP run id) makes registration idempotent per run: a retried or
     re-entered register step returns the version the first attempt created.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_model
+    >>> from pruneops.registry import Registry
+    >>> from pruneops.tasks.digits import task
+    >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
+    >>> tmp, model, task_path = Path(tempfile.mkdtemp()), build_model(task.arch), "pruneops.tasks.digits:task"
+    >>> source = register_model("digits", model, arch=task.arch, task=task_path)
+    >>> dense = save_model(model, tmp / "dense", task.arch, probe=task.probe(model))
+    >>> recipe = parse_recipe({
+    ...     "prune": {"sparsity": 0.5},
+    ...     "validate": {"runtimes": ["torch"], "batch_sizes": [8], "iterations": 5, "warmup": 1},
+    ... })
+    >>> _ = prune(dense, recipe, task_path, tmp / "pruned")
+    >>> _ = validate(dense, tmp / "pruned", recipe, task_path, tmp / "evidence")
+    >>> version = register("digits", source.version, tmp / "pruned", tmp / "evidence", recipe, task_path, run_key="r1")
+    >>> version, register("digits", source.version, tmp / "pruned", tmp / "evidence", recipe, task_path, run_key="r1")
+    ('2', '2')
+    >>> Registry().version("digits", version).tag("parent_version")
+    '1'
+    >>> del os.environ["MLFLOW_TRACKING_URI"]
     """
     from pruneops.layout import REPORT_DIR, REPORT_HTML
     from pruneops.registry import Registry
@@ -246,7 +341,19 @@ def register(
 
 
 def set_challenger(model_name: str, version: str, why: str = "pipeline gate passed") -> None:
-    """Give a version whose gate passed the alias ``challenger``."""
+    """Give a version whose gate passed the alias ``challenger``.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_model
+    >>> from pruneops.registry import Registry
+    >>> from pruneops.tasks.digits import task
+    >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
+    >>> source = register_model("digits", build_model(task.arch), arch=task.arch, task="pruneops.tasks.digits:task")
+    >>> set_challenger("digits", source.version, why="example")
+    >>> sorted(Registry().aliases("digits").items())
+    [('challenger', '1'), ('champion', '1')]
+    >>> del os.environ["MLFLOW_TRACKING_URI"]
+    """
     from pruneops.registry import CHALLENGER, Registry
 
     Registry().set_alias(model_name, CHALLENGER, version, why)
@@ -256,6 +363,22 @@ def lineage_tags(evidence: Evidence, recipe: Recipe, parent_version: str, task_p
     """The ``pruneops.*`` tags of a pipeline-made version (DESIGN.md's shared names).
 
     ``speedup`` and ``runtime`` are the first runtime's, at its largest (Offline) batch.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.tasks.digits import task
+    >>> tmp, model, task_path = Path(tempfile.mkdtemp()), build_model(task.arch), "pruneops.tasks.digits:task"
+    >>> dense = save_model(model, tmp / "dense", task.arch, probe=task.probe(model))
+    >>> recipe = parse_recipe({
+    ...     "prune": {"method": "magnitude", "sparsity": 0.5},
+    ...     "validate": {"runtimes": ["torch"], "batch_sizes": [8], "iterations": 5, "warmup": 1},
+    ... })
+    >>> _ = prune(dense, recipe, task_path, tmp / "pruned")
+    >>> passed, evidence = validate(dense, tmp / "pruned", recipe, task_path, tmp / "evidence")
+    >>> tags = lineage_tags(evidence, recipe, "1", task_path)
+    >>> tags["gate"] == ("passed" if passed else "failed")
+    True
+    >>> tags["method"], tags["pattern"], tags["sparsity"], tags["runtime"]
+    ('magnitude', 'unstructured', '0.5000', 'torch')
     """
     validation, gate = evidence.validation, evidence.gate
     first = validation.runtimes[0] if validation.runtimes else None
@@ -309,7 +432,18 @@ def run_params(recipe: Recipe, model_name: str, parent_version: str, task_path: 
 
 
 def step_series(candidate_dir: Path, evidence: Evidence) -> dict[str, list[float]]:
-    """Per-step metrics for MLflow's charts: sparsity per pruning step, loss and metrics per fine-tuning epoch."""
+    """Per-step metrics for MLflow's charts: sparsity per pruning step, loss and metrics per fine-tuning epoch.
+
+    >>> from pruneops.evidence import PruneEvidence
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> history = [{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": 0.4}]
+    >>> _ = (tmp / "finetune.json").write_text(json.dumps({"history": history}))
+    >>> steps = [{"step": 1, "sparsity": 0.25}, {"step": 2, "sparsity": 0.5}]
+    >>> pruned = PruneEvidence(method="magnitude", pattern="unstructured", sparsity=0.5, steps=steps)
+    >>> evidence = Evidence.model_construct(prune=pruned)
+    >>> step_series(tmp, evidence)
+    {'prune_step_sparsity': [0.25, 0.5], 'finetune_train_loss': [0.9, 0.4]}
+    """
     series: dict[str, list[float]] = {}
     for step in evidence.prune.steps:
         series.setdefault("prune_step_sparsity", []).append(float(step["sparsity"]))

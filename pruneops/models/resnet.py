@@ -52,5 +52,10 @@ class ResNet(nn.Module):
 
 @model_factory
 def build(widths: list[int] | None = None, blocks: int = 2, num_classes: int = 10) -> ResNet:
-    """The architecture factory: ``ResNet(widths, blocks, num_classes)``; default widths 64-128-256-512."""
+    """The architecture factory: ``ResNet(widths, blocks, num_classes)``; default widths 64-128-256-512.
+
+    >>> model = build(widths=[8, 16], blocks=1, num_classes=3)
+    >>> model(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 3])
+    """
     return ResNet(widths or [64, 128, 256, 512], blocks, num_classes)

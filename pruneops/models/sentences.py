@@ -28,7 +28,12 @@ _TAILS = ["", " yesterday", " last week", " in the rain", " after work", " witho
 
 
 def sentence_set(seed: int = 0, train: int = 256, test: int = 64) -> tuple[list[str], list[str]]:
-    """Disjoint ``(train, test)`` lists of sentences."""
+    """Disjoint ``(train, test)`` lists of sentences.
+
+    >>> train, test = sentence_set(train=3, test=2)
+    >>> len(train), len(test), set(train) & set(test)
+    (3, 2, set())
+    """
     everything = [f"{s} {a}{t}." for s in _SUBJECTS for a in _ACTIONS for t in _TAILS]
     random.Random(seed).shuffle(everything)
     return everything[:train], everything[train : train + test]

@@ -5,21 +5,12 @@ converted (fp16); the others stay dense, and the plan says why. The evidence rec
 layers went sparse, the backend (cuSPARSELt or CUTLASS), the GPU and its compute
 capability, and the torch version. GPUs below compute capability 8.0 have no sparse tensor
 cores: the runtime refuses them rather than measure dense kernels under a sparse name.
-
->>> layer = torch.nn.Linear(128, 64)
->>> from pruneops.pruning import MagnitudeConfig, prune_, make_permanent
->>> _ = prune_(layer, MagnitudeConfig(pattern="2:4")); make_permanent(layer)
->>> plan = sparse_plan(torch.nn.Sequential(layer, torch.nn.Linear(64, 10)))
->>> [(p.name, p.convert) for p in plan]
-[('0', True), ('1', False)]
->>> plan[1].reason
-'weight does not satisfy 2:4'
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,7 +39,11 @@ class LayerPlan:
 
 
 def backend() -> str:
-    """The semi-structured backend torch will use: cuSPARSELt when available, else CUTLASS."""
+    """The semi-structured backend torch will use: cuSPARSELt when available, else CUTLASS.
+
+    >>> backend() in ("cuSPARSELt", "CUTLASS")
+    True
+    """
     from torch.sparse import SparseSemiStructuredTensor
 
     if not SparseSemiStructuredTensor._FORCE_CUTLASS and torch.backends.cusparselt.is_available():
@@ -71,7 +66,21 @@ def _limits(dtype: torch.dtype) -> tuple[int, int]:
 
 
 def sparse_plan(model: nn.Module, dtype: torch.dtype = torch.float16) -> list[LayerPlan]:
-    """For every Linear: can its weight become a semi-structured sparse tensor? (CPU-checkable)."""
+    """For every Linear: can its weight become a semi-structured sparse tensor? (CPU-checkable).
+
+    >>> layer = torch.nn.Linear(128, 64)
+    >>> from pruneops.pruning import MagnitudeConfig, prune_, make_permanent
+    >>> _ = prune_(layer, MagnitudeConfig(pattern="2:4")); make_permanent(layer)
+    >>> plan = sparse_plan(torch.nn.Sequential(layer, torch.nn.Linear(64, 10)))
+    >>> [(p.name, p.convert) for p in plan]
+    [('0', True), ('1', False)]
+    >>> plan[1].reason
+    'weight does not satisfy 2:4'
+    >>> small = torch.nn.Linear(8, 8)
+    >>> _ = prune_(small, MagnitudeConfig(pattern="2:4")); make_permanent(small)
+    >>> sparse_plan(small)[0].reason
+    'shape 8x8 is not a multiple of 32x64'
+    """
     rows_multiple, cols_multiple = _limits(dtype)
     plan = []
     for name, module in model.named_modules():
@@ -148,8 +157,3 @@ class _SparseSession(TorchSession):
             else:
                 total += tensor.numel() * tensor.element_size()
         return total
-
-
-def plan_as_dicts(plan: list[LayerPlan]) -> list[dict[str, Any]]:
-    """The plan as JSON-friendly rows."""
-    return [asdict(p) for p in plan]

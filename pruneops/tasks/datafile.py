@@ -99,7 +99,20 @@ def parse_spec(spec: str) -> DataSpec:
 
 
 def read_data_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(inputs, labels)`` from an ``.npz`` or ``.parquet`` file, without unpickling anything."""
+    """``(inputs, labels)`` from an ``.npz`` or ``.parquet`` file, without unpickling anything.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "eval.npz"
+    >>> np.savez(path, inputs=np.zeros((10, 4)), labels=np.arange(10) % 2)
+    >>> inputs, labels = read_data_file(path)
+    >>> inputs.dtype, inputs.shape, labels[:3].tolist()
+    (dtype('float32'), (10, 4), [0, 1, 0])
+    >>> np.savez(path, features=np.zeros((10, 4)))
+    >>> read_data_file(path)
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.TaskError: eval.npz has no 'inputs' array (it has ['features'])
+    """
     path = Path(path)
     try:
         if path.suffix == ".npz":
