@@ -148,7 +148,21 @@ class Reference:
 
 
 def registry_reference(model: str, version: str) -> Reference:
-    """Load a version's reference sample and its task's feature summary from the registry."""
+    """Load a version's reference sample and its task's feature summary from the registry.
+
+    >>> import os, tempfile
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.registry import Registry
+    >>> from pruneops.tasks.digits import task
+    >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
+    >>> model = build_model(task.arch)
+    >>> _ = register_source(Registry(), "digits", model, task.arch, task, "pruneops.tasks.digits:task")
+    >>> reference = registry_reference("digits", "1")
+    >>> len(reference.frame) > 0, reference.features_of(np.zeros((2, 64), np.float32)).shape[0]
+    (True, 2)
+    >>> del os.environ["MLFLOW_TRACKING_URI"]
+    """
     from pruneops.registry import Registry
     from pruneops.tasks import load_task
 

@@ -171,10 +171,21 @@ def import_encoder(folder: Path, flavor: dict[str, Any]) -> tuple[PooledEncoder,
     Its components folder (the tokenizer) becomes the model's assets, carried to every
     version pruned from it.
 
-    Usage (needs a downloaded transformers model)::
+    A small random BERT with MiniLM's tokenizer, saved as ``mlflow.transformers`` saves it:
 
-        model, spec = import_encoder(Path("downloaded"), mlmodel["flavors"]["transformers"])
-        spec.factory == "pruneops.encoders:encoder_from_config"
+    >>> import mlflow.transformers
+    >>> from transformers import AutoConfig, AutoModel, AutoTokenizer
+    >>> from pruneops.models import minilm
+    >>> from pruneops.sources import read_mlmodel
+    >>> config = AutoConfig.for_model("bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                               intermediate_size=64, max_position_embeddings=64)
+    >>> team = {"model": AutoModel.from_config(config).eval(),
+    ...         "tokenizer": AutoTokenizer.from_pretrained(str(minilm.model_dir()))}
+    >>> folder = Path(tempfile.mkdtemp()) / "team-model"
+    >>> mlflow.transformers.save_model(team, str(folder), task="feature-extraction", pip_requirements=["torch"])
+    >>> model, spec = import_encoder(folder, read_mlmodel(folder)["flavors"]["transformers"])
+    >>> type(model).__name__, spec.factory, Path(getattr(model, ASSETS_ATTR)).name
+    ('PooledEncoder', 'pruneops.encoders:encoder_from_config', 'components')
     """
     from transformers import AutoModel
 
@@ -241,7 +252,7 @@ def to_transformers(model: PooledEncoder, config: dict[str, Any]) -> nn.Module:
 
     >>> config = {"model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
     ...           "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 20}
-    >>> type(to_transformers(encoder_from_config(config=config), config)).__name__  # doctest: +SKIP
+    >>> type(to_transformers(encoder_from_config(config=config), config)).__name__
     'BertModel'
     """
     from transformers import AutoConfig, AutoModel
@@ -317,9 +328,27 @@ def add_transformers_flavor(folder: str | Path, model: nn.Module, probe: Any) ->
     The transformers model must reproduce the probe (else :class:`ModelFormatError`). Returns
     False, adding nothing, for other models and for an encoder without a tokenizer.
 
-    Usage (needs the transformers extra)::
-
-        add_transformers_flavor(staged, load_model(staged), Probe.load(staged))  -> True
+    >>> import torch
+    >>> from pruneops.export import export_onnx
+    >>> from pruneops.mlmodel import ONNX_FILE, add_mlmodel
+    >>> from pruneops.modelio import load_model, save_model
+    >>> from pruneops.models import minilm
+    >>> from pruneops.probe import VALUES, record
+    >>> config = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1,
+    ...           "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}
+    >>> model, ids = encoder_from_config(config=config).eval(), torch.tensor([[101, 7592, 102, 0]])
+    >>> assets = Path(tempfile.mkdtemp())
+    >>> _ = shutil.copytree(minilm.model_dir(), assets / "tokenizer", ignore=shutil.ignore_patterns("*.safetensors"))
+    >>> setattr(model, ASSETS_ATTR, str(assets))  # as an import sets it: the tokenizer travels with the model
+    >>> spec = ArchSpec(FACTORY, {"config": config})
+    >>> staged = save_model(model, tempfile.mkdtemp(), spec, record(model, ids, VALUES))
+    >>> _ = export_onnx(model, ids, staged / ONNX_FILE)
+    >>> _ = add_mlmodel(staged, record(model, ids, VALUES))
+    >>> add_transformers_flavor(staged, load_model(staged), record(model, ids, VALUES))
+    True
+    >>> import mlflow.transformers  # plain MLflow gives a feature-extraction pipeline
+    >>> type(mlflow.transformers.load_model(str(staged))).__name__
+    'FeatureExtractionPipeline'
     """
     folder = Path(folder)
     spec = ArchSpec.from_json((folder / ARCH_FILE).read_text())

@@ -68,6 +68,19 @@ def finetune(
     ``after_backward`` runs after each backward pass, before the optimizer step (a movement
     tracker reads the gradients there). With early stopping the weights of the best epoch are
     restored at the end.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.pruning import MagnitudeConfig, prune_
+    >>> from pruneops.recipe import FinetuneSpec
+    >>> from pruneops.tasks.digits import task
+    >>> model = build_model(task.arch)
+    >>> _ = prune_(model, MagnitudeConfig(sparsity=0.5))
+    >>> zeros = (model.get_submodule("features.0").weight == 0)
+    >>> result = finetune(model, task, FinetuneSpec(epochs=1, lr=3e-3), progress=False)
+    >>> len(result.history), sorted(result.history[0])[:3]
+    (1, ['accuracy', 'accuracy_class_0', 'accuracy_class_1'])
+    >>> bool((model.get_submodule("features.0").weight[zeros] == 0).all())  # the mask held
+    True
     """
     result = FinetuneResult()
     if config.epochs == 0:

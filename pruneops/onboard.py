@@ -13,13 +13,6 @@ recorded as the labels.
 The version is registered like every pruneops version (proven, with digests and an
 ``MLmodel``), tagged ``source=baseline``, with its metrics and drift reference. It becomes
 ``champion`` only when the model has none yet; otherwise the alias stays where it is.
-
->>> import torch                                                # doctest: +SKIP
->>> from pruneops.modelio import ArchSpec
->>> model = torch.nn.Linear(30, 2)                               # doctest: +SKIP
->>> register_model("cancer", model, arch=ArchSpec("torch.nn:Linear", {"in_features": 30, "out_features": 2}),
-...                data="cancer.npz", metric="accuracy")        # doctest: +SKIP
-VersionInfo(name='cancer', version='1', aliases=('champion',), ...)
 """
 
 from __future__ import annotations
@@ -55,6 +48,19 @@ def register_model(
     Give ``task`` (an import path or ``data:`` spec) or ``data`` and ``metric``. Errors
     (unknown metric, unreadable data, a model that does not run on the data, an untrusted
     factory) are raised before anything is written.
+    >>> import tempfile, torch
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> data = Path(tempfile.mkdtemp()) / "cancer.npz"
+    >>> np.savez(data, inputs=np.random.default_rng(0).normal(size=(40, 30)), labels=np.arange(40) % 2)
+    >>> arch = ArchSpec("torch.nn:Linear", {"in_features": 30, "out_features": 2})
+    >>> model = torch.nn.Linear(30, 2)
+    >>> info = register_model("cancer", model, arch=arch, data=data, metric="accuracy", registry=registry)
+    >>> info.version, info.aliases, info.tag("source"), info.tag("task")
+    ('1', ('champion',), 'baseline', 'data:...cancer.npz#metric=accuracy&sha256=...')
+    >>> register_model("cancer", torch.nn.Linear(30, 2), data=data, metric="accuracy", registry=registry)
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.TaskError: a model object needs arch=ArchSpec('pkg.module:Factory', {...}): ...
     """
     registry = registry or Registry()
     if (task is None) == (data is None):
@@ -64,7 +70,7 @@ def register_model(
         task_path = task if data is None else _log_data(registry, name, Path(data), metric or "", module)
         if task_path is None:  # unreachable after the check above; a clear error, not an assert that -O removes
             raise TaskError("give either a task (import path or data: spec) or a data file with a metric")
-        loaded = load_task(task_path)
+        loaded = load_task(task_path, registry.tracking_uri)  # the data file was logged to this registry
         _check_runs(module, loaded)
         return register_source(registry, name, module, spec, loaded, task_path)
 
@@ -138,6 +144,17 @@ def register_source(
     """Register a dense model as a source version with its metrics, probe and drift reference.
 
     ``champion``: True moves the alias to it, None gives it only when the model has none.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.tasks.digits import task
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> task_path = "pruneops.tasks.digits:task"
+    >>> first = register_source(registry, "digits", build_model(task.arch), task.arch, task, task_path)
+    >>> second = register_source(registry, "digits", build_model(task.arch), task.arch, task, task_path)
+    >>> first.aliases, second.aliases  # the champion stays where it is
+    (('champion',), ())
+    >>> registry.versions("digits")[-1].tag("source")
+    'baseline'
     """
     metrics = task.evaluate(model)
     reference, columns = task.reference_table(model)

@@ -26,7 +26,27 @@ from pruneops.evidence import Evidence, PruneEvidence, ValidationEvidence
 
 
 def render(evidence: Evidence, title: str) -> str:
-    """The report page for one pipeline run's evidence."""
+    """The report page for one pipeline run's evidence.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from pruneops import steps
+    >>> from pruneops.modelio import build_model, save_model
+    >>> from pruneops.recipe import parse_recipe
+    >>> from pruneops.tasks.digits import task
+    >>> tmp, model, task_path = Path(tempfile.mkdtemp()), build_model(task.arch), "pruneops.tasks.digits:task"
+    >>> dense = save_model(model, tmp / "dense", task.arch, probe=task.probe(model))
+    >>> recipe = parse_recipe({
+    ...     "prune": {"sparsity": 0.5},
+    ...     "validate": {"runtimes": ["torch"], "batch_sizes": [8], "iterations": 5, "warmup": 1},
+    ...     "gates": {"max_accuracy_drop": 1.0},
+    ... })
+    >>> _ = steps.prune(dense, recipe, task_path, tmp / "pruned")
+    >>> passed, evidence = steps.validate(dense, tmp / "pruned", recipe, task_path, tmp / "evidence")
+    >>> page = render(evidence, "digits <v2>")
+    >>> "<h1>digits &lt;v2&gt;</h1>" in page, 'Gate: <b class="ok">passed</b>' in page, page.count("<img")
+    (True, True, 2)
+    """
     validation, gate, prune = evidence.validation, evidence.gate, evidence.prune
     primary = validation.primary_metric
     verdict = "passed" if gate.passed else "failed"

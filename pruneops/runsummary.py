@@ -93,9 +93,31 @@ def speedups(validation: ValidationEvidence) -> list[Speedup]:
 def summarize(registry: Registry, model: str, version: str) -> RunSummary:
     """Read a pipeline-made version's summary from the registry.
 
-    Usage::
-
-        summarize(Registry(), "digits", "2").lines()
+    >>> import os
+    >>> from pathlib import Path
+    >>> from pruneops import steps
+    >>> from pruneops.modelio import build_model, save_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.recipe import parse_recipe
+    >>> from pruneops.tasks.digits import task
+    >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
+    >>> tmp, model, task_path = Path(tempfile.mkdtemp()), build_model(task.arch), "pruneops.tasks.digits:task"
+    >>> source = register_source(Registry(), "digits", model, task.arch, task, task_path)
+    >>> dense = save_model(model, tmp / "dense", task.arch, probe=task.probe(model))
+    >>> recipe = parse_recipe({
+    ...     "prune": {"sparsity": 0.5},
+    ...     "validate": {"runtimes": ["torch"], "batch_sizes": [8], "iterations": 5, "warmup": 1},
+    ...     "gates": {"max_accuracy_drop": 1.0},
+    ... })
+    >>> _ = steps.prune(dense, recipe, task_path, tmp / "pruned")
+    >>> _ = steps.validate(dense, tmp / "pruned", recipe, task_path, tmp / "evidence")
+    >>> version = steps.register("digits", "1", tmp / "pruned", tmp / "evidence", recipe, task_path)
+    >>> summary = summarize(Registry(), "digits", version)
+    >>> summary.lines()[0]
+    'digits v2 (from v1): gate passed, no alias'
+    >>> summary.sparsity
+    0.5
+    >>> del os.environ["MLFLOW_TRACKING_URI"]
     """
     info = registry.version(model, version)
     with tempfile.TemporaryDirectory() as tmp:

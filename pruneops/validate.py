@@ -117,7 +117,23 @@ def validate(
     spec: ValidateSpec,
     workdir: str | Path | None = None,
 ) -> ValidationReport:
-    """Measure ``candidate`` against ``dense`` as ``spec`` says (neither model is changed)."""
+    """Measure ``candidate`` against ``dense`` as ``spec`` says (neither model is changed).
+
+    >>> import copy
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.pruning import MagnitudeConfig, make_permanent, prune_
+    >>> from pruneops.recipe import ValidateSpec
+    >>> from pruneops.tasks.digits import task
+    >>> dense = build_model(task.arch)
+    >>> candidate = copy.deepcopy(dense)
+    >>> _ = prune_(candidate, MagnitudeConfig(sparsity=0.5)); make_permanent(candidate)
+    >>> spec = ValidateSpec(runtimes=["torch", "onnxruntime"], batch_sizes=[1, 8], iterations=5, warmup=1)
+    >>> report = validate(dense, candidate, task, spec)
+    >>> [(r.runtime, sorted(r.batches)) for r in report.runtimes], report.primary_metric
+    ([('torch', [1, 8]), ('onnxruntime', [1, 8])], 'accuracy')
+    >>> report.sizes["candidate_bytes"] == report.sizes["dense_bytes"]  # unstructured: same shapes
+    True
+    """
     report = ValidationReport(
         target=spec.target,
         device=device_name(spec.target),

@@ -94,6 +94,21 @@ def load_version(
 
     ``output_shape`` is what clients get now (the served version's outputs, without the
     batch dimension); a new version must keep it.
+
+    >>> import torch
+    >>> from pruneops.modelio import ArchSpec, save_model
+    >>> from pruneops.probe import CLASSES, record
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> model, spec = torch.nn.Linear(4, 3), ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 3})
+    >>> folder = save_model(model, tempfile.mkdtemp(), spec, probe=record(model, torch.randn(5, 4), CLASSES))
+    >>> _ = registry.register("linear", folder)
+    >>> served = load_version(registry, "linear", "1", "champion")
+    >>> served.version, served.input_shape, served.output_shape, served.run(np.ones((2, 4), np.float32)).shape
+    ('1', [None, 4], (3,), (2, 3))
+    >>> load_version(registry, "linear", "1", "champion", output_shape=(10,))  # clients get 10 outputs today
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.ProbeMismatch: linear v1 gives outputs shaped [N, 3] where clients get [N, 10] ...
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")

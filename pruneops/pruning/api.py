@@ -6,16 +6,6 @@ new method is one config class and one handler. Masks are applied as a parametri
 :func:`make_permanent` bakes them into the weights. Everything is computed before anything
 is changed: on bad input (a layer that cannot take the pattern, missing calibration data, a
 filter that matches nothing) the model is left untouched.
-
->>> import torch
->>> from pruneops.pruning.config import MagnitudeConfig
->>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
->>> report = prune_(model, MagnitudeConfig(pattern="2:4"))
->>> round(report.sparsity, 2), [layer.name for layer in report.layers]
-(0.5, ['0', '2'])
->>> make_permanent(model)
->>> float((model[0].weight == 0).float().mean())
-0.5
 """
 
 from __future__ import annotations
@@ -222,6 +212,26 @@ def prune_(
     ``(inputs, targets)`` batches (Taylor, movement). ``example_inputs`` is needed for
     structured pruning's dependency graph and for MAC counts; it defaults to the first
     calibration batch.
+
+    >>> import torch
+    >>> from pruneops.pruning.config import MagnitudeConfig
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    >>> report = prune_(model, MagnitudeConfig(pattern="2:4"))
+    >>> round(report.sparsity, 2), [layer.name for layer in report.layers]
+    (0.5, ['0', '2'])
+    >>> make_permanent(model)
+    >>> float((model[0].weight == 0).float().mean())
+    0.5
+    >>> from pruneops.pruning.config import WandaConfig
+    >>> before = model[0].weight.clone()
+    >>> prune_(model, WandaConfig(sparsity=0.5))  # no calibration: refused, nothing changed
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruningError: WandaConfig needs calibration batches; pass calibration=[...]
+    >>> torch.equal(model[0].weight, before)
+    True
+    >>> round(prune_(model, WandaConfig(sparsity=0.75), calibration=[torch.randn(16, 8)]).sparsity, 2)
+    0.75
     """
     batches = list(calibration) if calibration is not None else []
     if config.needs_calibration and not batches:
@@ -513,7 +523,12 @@ class InputStats:
 def collect_input_stats(
     model: nn.Module, layers: dict[str, nn.Module], batches: list[Any], hessian: bool
 ) -> dict[str, InputStats]:
-    """Run calibration batches and gather per-column sums of squares (and ``X^T X``)."""
+    """Run calibration batches and gather per-column sums of squares (and ``X^T X``).
+    >>> model = nn.Sequential(nn.Linear(3, 2))
+    >>> stats = collect_input_stats(model, {"0": model[0]}, [torch.ones(4, 3)], hessian=True)
+    >>> stats["0"].rows, stats["0"].sq_sum.tolist(), tuple(stats["0"].xtx.shape)
+    (4, [4.0, 4.0, 4.0], (3, 3))
+    """
     stats: dict[str, InputStats] = {}
 
     def hook_for(name: str, module: nn.Module) -> Callable[..., None]:
@@ -562,6 +577,16 @@ def accumulate_weight_grad(
     Taylor uses the squares (Molchanov et al., 2019): on a converged model the batch
     gradients point in different directions and a signed sum cancels to noise. Movement
     uses the signed sum, as its definition asks.
+
+    >>> model = nn.Sequential(nn.Linear(3, 2))
+    >>> batches = [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))]
+    >>> squares = accumulate_weight_grad(model, {"0": model[0]}, batches, F.cross_entropy, squared=True)
+    >>> tuple(squares["0"].shape), bool((squares["0"] >= 0).all())
+    ((2, 3), True)
+    >>> accumulate_weight_grad(model, {"0": model[0]}, [torch.randn(4, 3)], F.cross_entropy)
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruningError: taylor and movement need labelled calibration batches: (inputs, targets)
     """
     if not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in batches):
         raise PruningError("taylor and movement need labelled calibration batches: (inputs, targets)")

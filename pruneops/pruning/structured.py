@@ -47,7 +47,15 @@ def prune_structure(
     example_inputs: torch.Tensor,
     batches: list[Any],
 ) -> list[str]:
-    """Remove channels, heads or blocks in place; return the names of removed blocks."""
+    """Remove channels, heads or blocks in place; return the names of removed blocks.
+
+    >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    >>> config = MagnitudeConfig(pattern="channels", sparsity=0.5)
+    >>> prune_structure(model, config, {"0": model[0]}, torch.randn(2, 8), [])  # no block removed
+    []
+    >>> model[0].out_features, model[2].in_features, tuple(model(torch.randn(2, 8)).shape)
+    (8, 8, (2, 4))
+    """
     return _STRUCTURES[config.pattern](model, config, layers, example_inputs, batches)
 
 
@@ -161,7 +169,17 @@ def _attention_modules(model: nn.Module) -> list[Any]:
 
 
 def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The model's block list: the largest ModuleList whose children share one type."""
+    """The model's block list: the largest ModuleList whose children share one type.
+
+    >>> from pruneops.models.encoder import Encoder
+    >>> name, blocks = find_block_list(Encoder(vocab_size=50, hidden=16, layers=3, heads=2, intermediate=32))
+    >>> name, len(blocks)
+    ('encoder.layer', 3)
+    >>> find_block_list(nn.Sequential(nn.Linear(4, 4)))
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruningError: pattern blocks needs a ModuleList of identical blocks (e.g. encoder.layer)
+    """
     candidates = [
         (name, m)
         for name, m in model.named_modules()

@@ -99,7 +99,7 @@ class Task(ABC):
         """Train the dense baseline from scratch (for demos and tests)."""
 
 
-def load_task(import_path: str) -> Task:
+def load_task(import_path: str, tracking_uri: str | None = None) -> Task:
     """Resolve ``package.module:attribute`` (or a ``data:`` spec) to a :class:`Task` instance.
 
     The module must be trusted (:mod:`pruneops.trust`; a version's ``pruneops.task`` tag is
@@ -107,7 +107,8 @@ def load_task(import_path: str) -> Task:
     Task subclass, which is then built without arguments; nothing else is called.
 
     A ``data:`` spec (``data:eval.npz#metric=accuracy``) names the built-in data-file task
-    instead (:mod:`pruneops.tasks.datafile`): no code is imported at all.
+    instead (:mod:`pruneops.tasks.datafile`): no code is imported at all. Its file is fetched
+    from ``tracking_uri`` (default: the process's, :func:`pruneops.settings.tracking_uri`).
 
     >>> load_task("pruneops.tasks.digits:nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -117,7 +118,7 @@ def load_task(import_path: str) -> Task:
     if import_path.startswith("data:"):
         from pruneops.tasks.datafile import load_data_task
 
-        return load_data_task(import_path)
+        return load_data_task(import_path, tracking_uri)
     found = resolve_trusted(import_path, what="import task")
     if isinstance(found, Task):
         return found

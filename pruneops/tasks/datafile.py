@@ -238,8 +238,11 @@ class DataFileTask(Task):
 
 
 @functools.lru_cache(maxsize=8)
-def load_data_task(spec: str) -> DataFileTask:
-    """The task a ``data:`` spec names: its file downloaded (and checked against ``sha256``) and read."""
+def load_data_task(spec: str, tracking_uri: str | None = None) -> DataFileTask:
+    """The task a ``data:`` spec names: its file downloaded (and checked against ``sha256``) and read.
+
+    The file comes from ``tracking_uri``'s artifact store (default: the process's tracking URI).
+    """
     import mlflow
 
     from pruneops import settings
@@ -250,7 +253,7 @@ def load_data_task(spec: str) -> DataFileTask:
         try:
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=parsed.uri, dst_path=tmp, tracking_uri=settings.tracking_uri()
+                    artifact_uri=parsed.uri, dst_path=tmp, tracking_uri=tracking_uri or settings.tracking_uri()
                 )
             )
         except Exception as err:  # noqa: BLE001 - MLflow raises per store; all mean "cannot fetch"
