@@ -84,6 +84,18 @@ def kfp_output_to(log_path: Path, on_step: Callable[[StepEvent], None] | None = 
 
     Whatever should reach the person (``on_step``'s lines) must write to a stream bound
     before the block: ``sys.stdout`` inside it is the log file.
+
+    >>> import tempfile
+    >>> log = Path(tempfile.mkdtemp()) / "kfp.log"
+    >>> heard = []
+    >>> with kfp_output_to(log, on_step=heard.append):
+    ...     print("\\x1b[32mstep output\\x1b[0m")  # colour codes dropped
+    ...     logging.getLogger().warning("Executing task 'prune'")  # kfp.local logs on the root logger
+    ...     logging.getLogger().warning("Task 'prune' finished with status SUCCESS")
+    >>> log.read_text().splitlines()[0]
+    'step output'
+    >>> [(event.step, event.status) for event in heard]
+    [('prune', 'started'), ('prune', 'SUCCESS')]
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()

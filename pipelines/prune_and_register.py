@@ -8,10 +8,6 @@ are never cached). Two compiled variants share this definition. ``cpu`` validate
 the validate step on GPU nodes: an accelerator request (``set_accelerator_type`` /
 ``set_accelerator_limit``) plus a node selector and a toleration through
 ``kfp.kubernetes``, all taken from :class:`GpuPlacement`.
-
->>> pipeline = build_pipeline()
->>> pipeline.name
-'prune-and-register'
 """
 
 from dataclasses import dataclass
@@ -45,7 +41,13 @@ def build_pipeline(
     gpu: GpuPlacement | None = None, cluster: ClusterSettings | None = None
 ) -> dsl.graph_component.GraphComponent:
     """The pipeline, with the validate step on GPU nodes when ``gpu`` is given, and each
-    step's settings from ``cluster`` (default: :class:`ClusterSettings`'s defaults)."""
+    step's settings from ``cluster`` (default: :class:`ClusterSettings`'s defaults).
+
+    >>> build_pipeline().name, build_pipeline(GpuPlacement()).name
+    ('prune-and-register', 'prune-and-register-gpu')
+    >>> sorted(build_pipeline().pipeline_spec.root.dag.tasks)
+    ['baseline', 'condition-1', 'finetune', 'prune', 'register', 'validate']
+    """
     settings = cluster or ClusterSettings()
 
     @dsl.pipeline(
@@ -112,7 +114,16 @@ def build_pipeline(
 def compile_pipelines(
     output_dir: str, gpu: GpuPlacement | None = None, cluster: ClusterSettings | None = None
 ) -> list[str]:
-    """Write ``prune_and_register.yaml`` and ``prune_and_register_gpu.yaml`` (KFP IR) into ``output_dir``."""
+    """Write ``prune_and_register.yaml`` and ``prune_and_register_gpu.yaml`` (KFP IR) into ``output_dir``.
+
+    >>> import tempfile, yaml
+    >>> written = compile_pipelines(tempfile.mkdtemp())
+    >>> [path.rsplit("/", 1)[1] for path in written]
+    ['prune_and_register.yaml', 'prune_and_register_gpu.yaml']
+    >>> with open(written[1]) as file:  # the pipeline, then its Kubernetes platform spec
+    ...     next(yaml.safe_load_all(file))["pipelineInfo"]["name"]
+    'prune-and-register-gpu'
+    """
     from pathlib import Path
 
     from kfp import compiler

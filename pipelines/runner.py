@@ -10,10 +10,6 @@ one recorded on the source version (its ``pruneops.task`` tag); a version with n
 refused with one line, before any step. A failing step stops the run with
 the step's name and reason, and leaves the registry as it was (registration is the last
 write).
-
-Usage (needs a registry)::
-
-    result = run_local("digits", "1", load_recipe("recipes/channels-50-cpu.yaml"))
 """
 
 import importlib.util
@@ -76,6 +72,20 @@ def check_inputs(
     downloaded model); and, for a ``local`` run, the target's runtimes exist on this machine.
     Returns the version number and the task: ``task`` when given, else the version's
     ``pruneops.task`` tag.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.recipe import parse_recipe
+    >>> from pruneops.registry import Registry
+    >>> from pruneops.tasks.digits import task
+    >>> uri, task_path = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db", "pruneops.tasks.digits:task"
+    >>> _ = register_source(Registry(uri), "digits", build_model(task.arch), task.arch, task, task_path)
+    >>> check_inputs("digits", "champion", tracking_uri=uri)
+    ('1', 'pruneops.tasks.digits:task')
+    >>> check_inputs("digits", "1", tracking_uri=uri, recipe=parse_recipe({"prune": {"pattern": "2:4"}}))
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruneopsError: digits v1: layer 'features.0' cannot take pattern 2:4: ... not divisible by 4; ...
     """
     from pruneops.registry import Registry
     from pruneops.sources import TRANSFORMERS, check_version
@@ -153,6 +163,26 @@ def run_local(
 
     KFP's output goes to ``log_file`` (default :func:`log_path`), not to the terminal; a
     failure's message names it.
+
+    Every step runs as its own process, as on a cluster (about a minute on two cores):
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.recipe import parse_recipe
+    >>> from pruneops.registry import Registry
+    >>> from pruneops.tasks.digits import task
+    >>> os.environ["PRUNEOPS_HOME"] = tempfile.mkdtemp()  # the registry and KFP's files live here
+    >>> task_path = "pruneops.tasks.digits:task"
+    >>> _ = register_source(Registry(), "digits", build_model(task.arch), task.arch, task, task_path)
+    >>> recipe = parse_recipe({
+    ...     "prune": {"sparsity": 0.5},
+    ...     "validate": {"runtimes": ["onnxruntime"], "batch_sizes": [8], "iterations": 5, "warmup": 1},
+    ...     "gates": {"max_accuracy_drop": 1.0},
+    ... })
+    >>> result = run_local("digits", "1", recipe)
+    >>> result.version, sorted(Registry().aliases("digits").items())
+    ('2', [('challenger', '2'), ('champion', '1')])
+    >>> del os.environ["PRUNEOPS_HOME"]
     """
     from kfp import local
 
@@ -208,6 +238,19 @@ def submit(
     belong to, and ``token_file`` a service-account token (audience ``pipelines.kubeflow.org``)
     read on every request, so a rotated token keeps working; without it the KFP SDK reads
     ``$KF_PIPELINES_SA_TOKEN_PATH`` or ``/var/run/secrets/kubeflow/pipelines/token`` when present.
+
+    What cannot work on a cluster is refused before any request:
+
+    >>> from pruneops.recipe import parse_recipe
+    >>> recipe = parse_recipe({"prune": {"sparsity": 0.5}})
+    >>> submit("http://kfp:8888", "digits", "1", recipe, None, "sqlite:///mlflow.db")
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruneopsError: --kfp-host needs a tracking server the cluster can reach; ...
+    >>> submit("http://kfp:8888", "digits", "1", recipe, None, "http://mlflow:5000", token_file="/no/token")
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruneopsError: KFP token file not found: /no/token
     """
     import kfp
     from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials

@@ -206,6 +206,21 @@ def run_and_record(
 ) -> Any:
     """Run the pipeline for one source version and record how it went: in ``state`` and on
     the version's ``pruneops.trigger_*`` tags. Returns the run's result; re-raises its error.
+
+    >>> import tempfile
+    >>> from pruneops.recipe import parse_recipe
+    >>> config = TriggerConfig({"digits": parse_recipe({"prune": {"sparsity": 0.5}})})
+    >>> state = TriggerState(Path(tempfile.mkdtemp()) / "trigger-state.json")
+    >>> run_and_record(config, state, None, lambda model, version, recipe, task: "2", "digits", "1")
+    '2'
+    >>> def failing(model, version, recipe, task):
+    ...     raise PruneopsError("validate: no runtime")
+    >>> run_and_record(config, state, None, failing, "digits", "3")
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruneopsError: validate: no runtime
+    >>> {key: (run["status"], run.get("result") or run.get("error")) for key, run in state.runs.items()}
+    {'digits:1': ('succeeded', '2'), 'digits:3': ('failed', 'validate: no runtime')}
     """
     _record(state, registry, model, version, {"status": "running"})
     try:
@@ -269,7 +284,19 @@ class Launcher:
 
 
 def decide(config: TriggerConfig, state: TriggerState, model: str, version: str, tags: dict[str, str]) -> str | None:
-    """Why a new version starts nothing (a sentence), or None when it should start a run."""
+    """Why a new version starts nothing (a sentence), or None when it should start a run.
+
+    >>> import tempfile
+    >>> from pruneops.recipe import parse_recipe
+    >>> config = TriggerConfig({"digits": parse_recipe({"prune": {"sparsity": 0.5}})})
+    >>> state = TriggerState(Path(tempfile.mkdtemp()) / "trigger-state.json")
+    >>> decide(config, state, "digits", "2", {"pruneops.source": "pipeline"})
+    'digits v2 was made by the pipeline'
+    >>> decide(config, state, "other", "1", {}), decide(config, state, "digits", "1", {})
+    ("no recipe configured for model 'other'", None)
+    >>> decide(config, state, "digits", "1", {})  # one run per version
+    'a run was already started for digits v1'
+    """
     if tags.get("pruneops.source") == "pipeline":
         return f"{model} v{version} was made by the pipeline"
     if model not in config.models:
@@ -280,7 +307,29 @@ def decide(config: TriggerConfig, state: TriggerState, model: str, version: str,
 
 
 def create_app(config: TriggerConfig, launcher: Launcher, state: TriggerState) -> Any:
-    """The webhook receiver (FastAPI), its bodies capped at 1 MiB before any signature is checked."""
+    """The webhook receiver (FastAPI), its bodies capped at 1 MiB before any signature is checked.
+
+    >>> import tempfile, time
+    >>> from fastapi.testclient import TestClient
+    >>> from pruneops.recipe import parse_recipe
+    >>> from pruneops.webhooks import SIGNATURE, TIMESTAMP
+    >>> config = TriggerConfig({"digits": parse_recipe({"prune": {"sparsity": 0.5}})}, secret="s3cret")
+    >>> state = TriggerState(Path(tempfile.mkdtemp()) / "trigger-state.json")
+    >>> runs = []
+    >>> launcher = Launcher(config, lambda model, version, recipe, task: runs.append((model, version)), state)
+    >>> client = TestClient(create_app(config, launcher, state))
+    >>> body = b'{"entity": "model_version", "action": "created", "data": {"name": "digits", "version": "1"}}'
+    >>> client.post("/webhooks/mlflow", content=body).status_code  # unsigned
+    401
+    >>> now = str(int(time.time()))
+    >>> headers = {SIGNATURE: sign("s3cret", "d1", now, body), TIMESTAMP: now, DELIVERY: "d1"}
+    >>> client.post("/webhooks/mlflow", content=body, headers=headers).json()
+    {'status': 'started', 'model': 'digits', 'version': '1'}
+    >>> client.post("/webhooks/mlflow", content=body, headers=headers).status_code  # a replay
+    409
+    >>> launcher.jobs.join(); runs
+    [('digits', '1')]
+    """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
@@ -330,6 +379,28 @@ def poll_once(config: TriggerConfig, state: TriggerState, launcher: Launcher, re
 
     The first poll only records the versions that already exist (``known``), so starting the
     poller does not replay the registry's history.
+
+    >>> import tempfile
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.recipe import parse_recipe
+    >>> from pruneops.registry import Registry
+    >>> from pruneops.tasks.digits import task
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> def new_version():
+    ...     model = build_model(task.arch)
+    ...     return register_source(registry, "digits", model, task.arch, task, "pruneops.tasks.digits:task")
+    >>> _ = new_version()
+    >>> config = TriggerConfig({"digits": parse_recipe({"prune": {"sparsity": 0.5}})})
+    >>> state = TriggerState(Path(tempfile.mkdtemp()) / "trigger-state.json")
+    >>> launcher = Launcher(config, lambda model, version, recipe, task: version, state)
+    >>> poll_once(config, state, launcher, registry)  # the first poll only learns what exists
+    []
+    >>> _ = new_version()
+    >>> poll_once(config, state, launcher, registry)
+    ['digits:2']
+    >>> launcher.jobs.join(); launcher.outcomes
+    [{'model': 'digits', 'version': '2', 'status': 'succeeded', 'result': '2'}]
     """
     started = []
     first = not state.known
@@ -354,7 +425,15 @@ def poll_once(config: TriggerConfig, state: TriggerState, launcher: Launcher, re
 
 
 def default_runner(kfp_host: str | None = None, namespace: str | None = None, token_file: str | None = None) -> RunFn:
-    """Run locally with kfp.local, or submit to ``kfp_host`` (in ``namespace``, with the token in ``token_file``)."""
+    """Run locally with kfp.local, or submit to ``kfp_host`` (in ``namespace``, with the token in ``token_file``).
+
+    >>> from pruneops.recipe import parse_recipe
+    >>> run = default_runner(kfp_host="http://kfp:8888")  # submits; without a host, runs with kfp.local
+    >>> run("digits", "1", parse_recipe({"prune": {"sparsity": 0.5}}), None)  # the default SQLite store
+    Traceback (most recent call last):
+    ...
+    pruneops.errors.PruneopsError: --kfp-host needs a tracking server the cluster can reach; ...
+    """
 
     def run(model: str, version: str, recipe: Recipe, task: str | None) -> str:
         from pruneops.pipelines.runner import run_local, submit
