@@ -274,6 +274,27 @@ def create_app(controller: Controller, token: str) -> Any:
     before the body is parsed. Alertmanager sends no delivery id, so a repeated delivery is
     not refused; it is harmless, because a rollback consumes ``previous`` and an alert for a
     version that is no longer champion changes nothing.
+
+    >>> import tempfile
+    >>> from starlette.testclient import TestClient
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.tasks.digits import task
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> path = "pruneops.tasks.digits:task"
+    >>> for _ in range(2):  # v1, the champion, and v2
+    ...     _ = register_source(registry, "digits", build_model(task.arch), task.arch, task, path)
+    >>> _ = registry.promote("digits", "2", why="example")
+    >>> controller = Controller(["digits"], PromQuery("http://127.0.0.1:9090"), registry=registry)
+    >>> client = TestClient(create_app(controller, token="t0ken"))
+    >>> alert = {"status": "firing", "labels": {"alertname": "LatencyRegression", "model": "digits", "version": "2",
+    ...                                          "action": "rollback"}}
+    >>> client.post("/alerts", json={"alerts": [alert]}).status_code  # no bearer token
+    401
+    >>> client.post("/alerts", json={"alerts": [alert]}, headers={"Authorization": "Bearer t0ken"}).json()
+    {'outcomes': ['LatencyRegression: champion v2 -> v1']}
+    >>> registry.aliases("digits")["champion"]
+    '1'
     """
     from prometheus_client import generate_latest
     from starlette.applications import Starlette

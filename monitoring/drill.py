@@ -35,9 +35,14 @@ DRILL_SOURCE = "drill"
 def slow_onnx(source: str | Path, target: str | Path, matmuls: int = 4, size: int = 512) -> Path:
     """Copy an ONNX model, adding ``matmuls`` input-dependent ``size``-square products whose result is x0.
 
-    Usage::
-
-        slow_onnx("model.onnx", "slow.onnx")  # same outputs, ~matmuls * size**3 more MACs
+    >>> import torch
+    >>> from pruneops.export import export_onnx, onnx_outputs
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = export_onnx(torch.nn.Linear(4, 3), torch.randn(2, 4), folder / "model.onnx")
+    >>> slow = slow_onnx(folder / "model.onnx", folder / "slow.onnx", matmuls=2, size=64)
+    >>> inputs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    >>> np.array_equal(onnx_outputs(slow, inputs), onnx_outputs(folder / "model.onnx", inputs))  # x0, exactly
+    True
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -80,9 +85,16 @@ def register_copy(
 
     ``prepare`` may change the downloaded model folder first. Returns the new version.
 
-    Usage (needs a registry)::
-
-        register_copy(Registry(), "digits", "1", {"parent_version": "1"})
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.tasks.digits import task
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> _ = register_source(registry, "digits", build_model(task.arch), task.arch, task, "pruneops.tasks.digits:task")
+    >>> register_copy(registry, "digits", "1", {"parent_version": "1"})
+    '2'
+    >>> copy = registry.version("digits", "2")
+    >>> copy.tag("parent_version"), copy.tag("task"), copy.aliases
+    ('1', 'pruneops.tasks.digits:task', ())
     """
     info = registry.version(model, parent)
     reference = registry.load_reference(model, parent)
@@ -97,7 +109,18 @@ def register_copy(
 
 
 def register_regression(registry: Registry, model: str, parent: str, matmuls: int = 4) -> str:
-    """Register ``parent`` again with a slowed-down ``model.onnx``; returns the new version."""
+    """Register ``parent`` again with a slowed-down ``model.onnx``; returns the new version.
+
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.tasks.digits import task
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> _ = register_source(registry, "digits", build_model(task.arch), task.arch, task, "pruneops.tasks.digits:task")
+    >>> version = register_regression(registry, "digits", "1", matmuls=2)
+    >>> regressed = registry.version("digits", version)
+    >>> version, regressed.tag("source"), regressed.tag("gate"), regressed.aliases
+    ('2', 'drill', 'passed', ())
+    """
     task_path = registry.version(model, parent).tag("task")
 
     def slow_down(folder: Path) -> None:
@@ -185,9 +208,32 @@ def run_drill(
 ) -> DrillResult:
     """Promote a regressed copy of the champion and time the loop until the champion serves again.
 
-    Usage (needs a running stack)::
+    In the stack, the latency alert makes the controller roll back; here a model server
+    follows a registry on its own, and a person rolls back once the regression serves:
 
-        run_drill(Registry(), "digits", Traffic(stack.url("sidecar"), "digits").start())
+    >>> import subprocess, sys
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.monitoring.localstack import free_port, wait_http
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.tasks.digits import task
+    >>> uri, port = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db", free_port()
+    >>> registry = Registry(uri)
+    >>> _ = register_source(registry, "digits", build_model(task.arch), task.arch, task, "pruneops.tasks.digits:task")
+    >>> code = f"from pruneops.serving.server import serve; serve('digits', port={port}, poll_interval=0.5)"
+    >>> env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    >>> server = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    >>> wait_http(f"http://127.0.0.1:{port}/v2/health/ready", server, timeout=120)
+    >>> traffic = Traffic(f"http://127.0.0.1:{port}", "digits", task.example_input(20).numpy()).start()
+    >>> def person():  # rolls back as soon as the regressed version (v2) answers
+    ...     if traffic.wait_for("2", 0.0, 60) is not None:
+    ...         registry.rollback("digits", why="p99 doubled on the dashboard")
+    >>> threading.Thread(target=person).start()
+    >>> result = run_drill(registry, "digits", traffic, timeout=60, matmuls=2)
+    >>> traffic.stop(); server.terminate(); _ = server.wait()
+    >>> result.regressed, result.restored, result.rollback_why, result.failed_requests
+    ('2', '1', 'p99 doubled on the dashboard', 0)
+    >>> result.breach_to_served_s > result.breach_to_rollback_s > 0
+    True
     """
     good = registry.aliases(model)["champion"]
     bad = register_regression(registry, model, good, matmuls)
@@ -219,8 +265,22 @@ def _monotonic_of(iso: str) -> float:
 def wait_for_p99(prometheus: PromQuery, model: str, version: str, timeout: float) -> None:
     """Wait until Prometheus has ``version``'s 1h p99 (the regression alert's baseline).
 
-    For example ``wait_for_p99(PromQuery(stack.url("prometheus")), "digits", "2", 60)`` with a
-    running :class:`LocalStack`; raises ``TimeoutError`` when none appears within ``timeout``.
+    Returns once the recording rule has a value; raises ``TimeoutError`` when none appears
+    within ``timeout``. Against a real Prometheus that has seen no traffic:
+
+    >>> import subprocess
+    >>> from pruneops.monitoring.localstack import binaries, free_port, wait_http
+    >>> folder, port = Path(tempfile.mkdtemp()), free_port()
+    >>> _ = (folder / "prometheus.yml").write_text("global: {scrape_interval: 5s}")
+    >>> prometheus = subprocess.Popen(
+    ...     [binaries()[0], f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+    ...      f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    >>> wait_http(f"http://127.0.0.1:{port}/-/ready", prometheus)
+    >>> wait_for_p99(PromQuery(f"http://127.0.0.1:{port}"), "digits", "2", timeout=1)
+    Traceback (most recent call last):
+    ...
+    TimeoutError: Prometheus had no p99 for digits v2 within 1s
+    >>> prometheus.terminate(); _ = prometheus.wait()
     """
     query = f'model_version:pruneops_request_duration_seconds:p99_1h{{model="{model}",version="{version}"}}'
     deadline = time.monotonic() + timeout
@@ -251,9 +311,22 @@ def closed_loop(
 
     ``while_up`` is called with the running stack after the drill (tests check dashboards there).
 
-    Usage (needs Prometheus and Alertmanager)::
+    With the real binaries (Prometheus, Alertmanager) and pruneops' own processes, on a model
+    with no challenger (so no promotion first), about a minute on two cores:
 
-        closed_loop("digits", Path("/tmp/loop"), task.example_input(300).numpy())
+    >>> from pruneops.modelio import build_model
+    >>> from pruneops.onboard import register_source
+    >>> from pruneops.tasks.digits import task
+    >>> os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db"
+    >>> _ = register_source(Registry(), "digits", build_model(task.arch), task.arch, task, "pruneops.tasks.digits:task")
+    >>> report = closed_loop("digits", Path(tempfile.mkdtemp()), task.example_input(300).numpy())
+    >>> report.promoted, report.drill.regressed, report.drill.restored, report.drill.failed_requests
+    (None, '2', '1', 0)
+    >>> report.drill.rollback_why.startswith("alert PruneopsLatencyRegression")
+    True
+    >>> Registry().aliases("digits")["champion"]
+    '1'
+    >>> del os.environ["MLFLOW_TRACKING_URI"]
     """
     registry = Registry()
     challenger = registry.aliases(model).get("challenger")

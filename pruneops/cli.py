@@ -638,7 +638,24 @@ def rollback_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: ``pruneops VERB ...`` from ``sys.argv``, exiting with its status.
+
+    >>> import contextlib, io, sys, tempfile
+    >>> from pathlib import Path
+    >>> def pruneops(*args):  # as the shell runs it: exit status and stderr
+    ...     argv, sys.argv, stderr = sys.argv, ["pruneops", *args], io.StringIO()
+    ...     try:
+    ...         with contextlib.redirect_stderr(stderr):
+    ...             main()
+    ...     except SystemExit as exit:
+    ...         return exit.code, stderr.getvalue()
+    ...     finally:
+    ...         sys.argv = argv
+    >>> recipe = Path(tempfile.mkdtemp()) / "recipe.yaml"
+    >>> _ = recipe.write_text("prune: {sparsity: 2}")
+    >>> pruneops("check-recipe", str(recipe))  # one line, no traceback
+    (1, 'error: invalid recipe: prune.sparsity: must be in (0, 1) exclusive, got 2.0; e.g. 0.5 removes half\\n')
+    """
     import os
 
     from pruneops.settings import use_process_defaults

@@ -50,7 +50,31 @@ INFER_HEADER = b"inference-header-content-length"  # the V2 binary extension's m
 
 
 def create_app(model: RegistryModel, secret: str | None = None, max_body: int = MAX_BODY_BYTES) -> Any:
-    """The ASGI app serving ``model``: KServe's V2 handlers on the closed route list, bodies bounded."""
+    """The ASGI app serving ``model``: KServe's V2 handlers on the closed route list, bodies bounded.
+
+    >>> import tempfile, torch
+    >>> from fastapi.testclient import TestClient
+    >>> from prometheus_client import CollectorRegistry
+    >>> from pruneops.modelio import ArchSpec, save_model
+    >>> from pruneops.monitoring.metrics import ServerMetrics
+    >>> from pruneops.probe import CLASSES, record
+    >>> from pruneops.registry import Registry
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> model, spec = torch.nn.Linear(4, 3), ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 3})
+    >>> folder = save_model(model, tempfile.mkdtemp(), spec, record(model, torch.randn(5, 4), CLASSES))
+    >>> _ = registry.register("linear", folder)
+    >>> _ = registry.set_alias("linear", "champion", "1")
+    >>> served = RegistryModel("linear", registry, ServerMetrics(CollectorRegistry()))  # follows champion
+    >>> served.load()
+    True
+    >>> client = TestClient(create_app(served))
+    >>> body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    >>> reply = client.post("/v2/models/linear/infer", json=body)
+    >>> reply.status_code, reply.headers["x-pruneops-version"], reply.json()["outputs"][0]["shape"]
+    (200, '1', [1, 3])
+    >>> client.post("/v2/repository/models/linear/unload").status_code  # not on the closed route list
+    404
+    """
     repository = ModelRepository()
     repository.update(model)
     model.repository = repository

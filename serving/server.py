@@ -315,7 +315,32 @@ class RegistryModel(_kserve_model_base()):  # type: ignore[misc]
 
 
 def follow(model: RegistryModel, interval: float, stop: threading.Event) -> threading.Thread:
-    """Poll the registry every ``interval`` seconds on a daemon thread until ``stop`` is set."""
+    """Poll the registry every ``interval`` seconds on a daemon thread until ``stop`` is set.
+
+    >>> import tempfile, torch
+    >>> from prometheus_client import CollectorRegistry
+    >>> from pruneops.modelio import ArchSpec, save_model
+    >>> from pruneops.probe import CLASSES, record
+    >>> registry = Registry("sqlite:///" + tempfile.mkdtemp() + "/mlflow.db")
+    >>> spec = ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 3})
+    >>> for _ in range(2):
+    ...     model = torch.nn.Linear(4, 3)
+    ...     folder = save_model(model, tempfile.mkdtemp(), spec, record(model, torch.randn(5, 4), CLASSES))
+    ...     _ = registry.register("linear", folder)
+    >>> _ = registry.set_alias("linear", CHAMPION, "1")
+    >>> served = RegistryModel("linear", registry, ServerMetrics(CollectorRegistry()))
+    >>> served.load(), served.current.version
+    (True, '1')
+    >>> stop = threading.Event()
+    >>> thread = follow(served, 0.2, stop)
+    >>> _ = registry.promote("linear", "2", why="example")  # an alias flip in the registry
+    >>> deadline = time.monotonic() + 30
+    >>> while served.current.version != "2" and time.monotonic() < deadline:
+    ...     time.sleep(0.1)
+    >>> served.current.version
+    '2'
+    >>> stop.set(); thread.join()
+    """
 
     def loop() -> None:
         while not stop.wait(interval):
@@ -344,6 +369,25 @@ def serve(
     ``max_connections`` bounds connections and requests at once; past it uvicorn answers 503.
     Keep it above the sidecar's ``--max-in-flight`` so that traffic through the sidecar is
     never refused here.
+
+    >>> import os, subprocess, sys, tempfile, httpx, torch
+    >>> from pruneops.modelio import ArchSpec, save_model
+    >>> from pruneops.monitoring.localstack import free_port, wait_http
+    >>> from pruneops.probe import CLASSES, record
+    >>> uri, port = "sqlite:///" + tempfile.mkdtemp() + "/mlflow.db", free_port()
+    >>> model, spec = torch.nn.Linear(4, 3), ArchSpec("torch.nn:Linear", {"in_features": 4, "out_features": 3})
+    >>> folder = save_model(model, tempfile.mkdtemp(), spec, record(model, torch.randn(5, 4), CLASSES))
+    >>> _ = Registry(uri).register("linear", folder)
+    >>> _ = Registry(uri).set_alias("linear", CHAMPION, "1")
+    >>> code = f"from pruneops.serving.server import serve; serve('linear', port={port})"
+    >>> env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    >>> server = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    >>> wait_http(f"http://127.0.0.1:{port}/v2/health/ready", server, timeout=120)
+    >>> body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    >>> httpx.post(f"http://127.0.0.1:{port}/v2/models/linear/infer", json=body).json()["model_version"]
+    '1'
+    >>> server.terminate(); server.wait()  # uvicorn shuts down, then exits by the signal it got
+    -15
     """
     import uvicorn
 

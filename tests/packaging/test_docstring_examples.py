@@ -58,11 +58,6 @@ def test_docstring_examples_run(name: str) -> None:
     assert result.failed == 0, report.getvalue()
 
 
-#: Public functions that still owe a docstring example (issue 17). The list only shrinks: a new
-#: public function needs an example, and one that gains an example must leave the list.
-OWED = Path(__file__).parent / "examples_owed.txt"
-
-
 def public_functions() -> dict[str, Callable[..., Any]]:
     """Every public module-level function, by its installed dotted name; CLI verbs document
     themselves through ``--help`` and are left out."""
@@ -78,8 +73,6 @@ def public_functions() -> dict[str, Callable[..., Any]]:
     return found
 
 
-def test_every_public_function_shows_an_example_or_is_owed() -> None:
-    owed = set(OWED.read_text().split())
-    without = {name for name, function in public_functions().items() if ">>>" not in (function.__doc__ or "")}
-    assert not without - owed, f"public functions without a docstring example: {sorted(without - owed)}"
-    assert not owed - without, f"these have examples now, remove them from {OWED.name}: {sorted(owed - without)}"
+def test_every_public_function_shows_an_example() -> None:
+    without = sorted(name for name, function in public_functions().items() if ">>>" not in (function.__doc__ or ""))
+    assert not without, f"public functions without a docstring example: {without}"
