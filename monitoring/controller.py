@@ -31,7 +31,6 @@ per-version pruning figures, which the dashboards read.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import threading
@@ -45,6 +44,7 @@ from pruneops.monitoring.metrics import SERVER_FAULT_REGEX, ControllerMetrics
 from pruneops.monitoring.prom import PrometheusUnavailable, PromQuery
 from pruneops.recipe import RolloutSpec
 from pruneops.registry import CHALLENGER, CHAMPION, Registry
+from pruneops.webhooks import bearer_matches
 
 log = logging.getLogger("pruneops.controller")
 
@@ -308,8 +308,7 @@ def create_app(controller: Controller, token: str) -> Any:
         raise PruneopsError(f"the controller needs a webhook token; set {TOKEN_ENV}")
 
     async def alerts(request: Request) -> JSONResponse:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not bearer_matches(request.headers, token):
             controller.metrics.errors.labels(reason="unauthorized").inc()
             log.error("alert webhook refused: missing or wrong bearer token")
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)

@@ -26,7 +26,6 @@ reported), as the sidecar's own worker did. ``GET /metrics`` exports the drift s
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import logging
 import threading
@@ -41,6 +40,7 @@ from pruneops.errors import PruneopsError
 from pruneops.monitoring.drift import DriftWorker, Reference, registry_reference
 from pruneops.monitoring.metrics import DriftMetrics
 from pruneops.monitoring.window import SAMPLES_PATH, TOKEN_ENV, SampleWindow
+from pruneops.webhooks import bearer_matches
 
 log = logging.getLogger("pruneops.drift_service")
 
@@ -194,8 +194,7 @@ def create_app(service: DriftService, token: str) -> Any:
         raise PruneopsError(f"the drift service needs a token for its sidecars; set {TOKEN_ENV}")
 
     async def samples(request: Request) -> JSONResponse:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not bearer_matches(request.headers, token):
             service.refused.labels(reason="unauthorized").inc()
             return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
         try:

@@ -52,6 +52,9 @@ KfpTokenOpt = Annotated[
 HostOpt = Annotated[
     str, typer.Option(help="Address to listen on: loopback by default; 0.0.0.0 in a pod (the chart sets it).")
 ]
+# The sampled-row window's triggers, the same in the sidecar's own drift worker and the drift service.
+DriftRowsOpt = Annotated[int, typer.Option(help="Also compute drift after this many new sampled rows.")]
+DriftMinRowsOpt = Annotated[int, typer.Option(help="Sampled rows needed before drift is computed at all.")]
 
 
 def _one_line_errors(func: F) -> F:
@@ -408,8 +411,8 @@ def sidecar_cmd(
     drift_interval: Annotated[
         float, typer.Option(help="Seconds between drift computations against the registry's reference; 0 = off.")
     ] = 30.0,
-    drift_rows: Annotated[int, typer.Option(help="Also compute drift after this many new sampled rows.")] = 1000,
-    drift_min_rows: Annotated[int, typer.Option(help="Sampled rows needed before drift is computed at all.")] = 200,
+    drift_rows: DriftRowsOpt = 1000,
+    drift_min_rows: DriftMinRowsOpt = 200,
     host: HostOpt = "127.0.0.1",
     max_connections: Annotated[int, typer.Option(help="Client connections at once; more get 503.")] = 1024,
     buffer_mb: Annotated[int, typer.Option(help="MiB of request bodies held at once; past it 503.")] = 64,
@@ -497,8 +500,8 @@ def drift_service_cmd(
     port: Annotated[int, typer.Option(help="Port for /v1/samples (from the sidecars), /metrics and /healthz.")] = 8092,
     host: HostOpt = "127.0.0.1",
     interval: Annotated[float, typer.Option(help="Seconds between drift computations per model.")] = 30.0,
-    drift_rows: Annotated[int, typer.Option(help="Also compute drift after this many new rows.")] = 1000,
-    drift_min_rows: Annotated[int, typer.Option(help="Rows needed before drift is computed at all.")] = 200,
+    drift_rows: DriftRowsOpt = 1000,
+    drift_min_rows: DriftMinRowsOpt = 200,
     max_models: Annotated[int, typer.Option(help="Models that get a window; samples of more are refused.")] = 32,
 ) -> None:
     """Drift over each model's whole traffic, fed by every sidecar's samples (token: PRUNEOPS_DRIFT_TOKEN)."""

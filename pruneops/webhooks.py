@@ -1,4 +1,5 @@
-"""MLflow webhook signatures, shared by the pipeline trigger and the model server.
+"""How pruneops's HTTP receivers authenticate a caller: MLflow webhook signatures (the pipeline
+trigger and the model server) and bearer tokens (the rollout controller and the drift service).
 
 MLflow signs ``X-MLflow-Signature: v1,<base64 HMAC-SHA256(secret, "<delivery id>.<timestamp>.<body>")>``
 and sends ``X-MLflow-Timestamp`` and ``X-MLflow-Delivery-Id``.
@@ -56,6 +57,20 @@ def check(headers: Mapping[str, str], body: bytes, secret: str, max_skew_s: floa
     if skew > max_skew_s:
         return f"delivery is {skew:.0f}s old (limit {max_skew_s:.0f}s)"
     return None
+
+
+def bearer_matches(headers: Mapping[str, str], token: str) -> bool:
+    """Whether the request's ``Authorization: Bearer ...`` is ``token`` (compared in constant time).
+
+    ``headers`` as the web framework gives them (Starlette's are case-insensitive).
+
+    >>> bearer_matches({"authorization": "Bearer t0ken"}, "t0ken"), bearer_matches({}, "t0ken")
+    (True, False)
+    >>> bearer_matches({"authorization": "Bearer t0k"}, "t0ken")
+    False
+    """
+    given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 class SeenDeliveries:
