@@ -410,6 +410,7 @@ def serve(
         port=port,
         log_config=None,
         access_log=False,
+        server_header=False,  # "server: uvicorn" names the software to anyone who asks
         limit_concurrency=max_connections,
         timeout_keep_alive=65,  # longer than the sidecar's pool keeps idle connections
         h11_max_incomplete_event_size=64 * 1024,
