@@ -21,6 +21,8 @@ import contextlib
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from pruneops.monitoring.loop_metrics import LoopCounter, LoopHistogram
+
 #: HTTP statuses of an inference that are the server's fault and feed the rollback signal. Client
 #: errors (4xx), 501 and the sidecar's own overload 503 never do. The rules and the controller use
 #: :data:`SERVER_FAULT_REGEX`; a test keeps monitoring/prometheus/rules.yaml in line with it.
@@ -38,18 +40,22 @@ REJECTED_REASONS = ("overloaded", "too_large", "route", "upstream_timeout", "ups
 
 
 class RequestMetrics:
-    """What the sidecar records about the traffic it forwards."""
+    """What the sidecar records about the traffic it forwards.
+
+    The per-request series (duration, requests, sizes) are :mod:`pruneops.monitoring.loop_metrics`
+    ones, without a lock per update: update them only from the sidecar's event loop.
+    """
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         labels = ["model", "version", "alias"]
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "pruneops_request_duration_seconds",
             "Inference request latency through the sidecar, by the version that served it.",
             labels,
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "pruneops_requests_total", "Requests forwarded, by HTTP status code.", [*labels, "code"], registry=registry
         )
         self.in_flight = Gauge("pruneops_requests_in_flight", "Requests being forwarded now.", registry=registry)
@@ -62,10 +68,10 @@ class RequestMetrics:
         )
         for reason in REJECTED_REASONS:
             self.rejected.labels(reason=reason)  # exported at 0 from the start, so rates exist
-        self.request_bytes = Histogram(
+        self.request_bytes = LoopHistogram(
             "pruneops_request_size_bytes", "Request body sizes.", buckets=SIZE_BUCKETS, registry=registry
         )
-        self.response_bytes = Histogram(
+        self.response_bytes = LoopHistogram(
             "pruneops_response_size_bytes", "Response body sizes.", buckets=SIZE_BUCKETS, registry=registry
         )
         self.sampled_rows = Counter(

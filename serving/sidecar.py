@@ -34,20 +34,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pruneops.asgi import MAX_BODY_BYTES
+from pruneops.monitoring.loop_metrics import CounterChild, HistogramChild
 from pruneops.monitoring.metrics import RequestMetrics
 from pruneops.monitoring.window import SampleWindow
 from pruneops.serving import routes
 from pruneops.serving.http1 import (
     ConnectionLimits,
+    Later,
     Reply,
     Request,
     UpstreamInvalidReply,
@@ -58,7 +61,14 @@ from pruneops.serving.http1 import (
 )
 from pruneops.serving.v2tensors import first_tensor
 
+log = logging.getLogger(__name__)
 INFER_HEADER_LENGTH = b"inference-header-content-length"  # V2's binary extension: not JSON
+#: Sampled pairs up to this size are decoded on the event loop (tens of microseconds), larger ones in a thread.
+INLINE_SAMPLE_BYTES = 64 * 1024
+METRICS_ROUTE = "metrics"  # the sidecar's own GET /metrics
+ROUTE_CACHE_SIZE = 1024  # (method, target) pairs whose route is remembered
+SAMPLE_BATCH = 32  # small sampled pairs decoded together, after their replies went out
+SAMPLE_FLUSH_S = 2.0  # at low traffic, what waits is decoded within this many seconds
 
 
 #: Where sampled rows go: ``sink((model, version, alias), inputs, outputs)`` returns the rows taken.
@@ -105,51 +115,95 @@ class Sidecar:
         self.forwarded = 0
         # model -> (version, alias) it last served; only names the server confirmed, so bounded.
         self.last_served: dict[str, tuple[str, str]] = {}
-        self._labelled: dict[tuple[tuple[str, str, str], int], tuple[Histogram, Counter]] = {}
+        self._routes: dict[tuple[str, bytes], tuple[str | None, str | None]] = {}
+        self._pending_samples: list[tuple[tuple[str, str, str], Request, Reply]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._labelled: dict[tuple[tuple[str, str, str], int], tuple[HistogramChild, CounterChild]] = {}
 
-    async def handle(self, request: Request) -> Reply:
-        """Answer one request: ``GET /metrics`` here, everything else forwarded.
+    def handle(self, request: Request) -> Reply | Later:
+        """Answer one request: ``GET /metrics`` and refusals at once, the rest :class:`Later` when forwarded.
 
         >>> sidecar = Sidecar("http://127.0.0.1:8080", max_body=10)
-        >>> asyncio.run(sidecar.handle(Request("POST", b"/v2/models/m/infer", [], b"", oversized=True))).status
+        >>> sidecar.handle(Request("POST", b"/v2/models/m/infer", [], b"", oversized=True)).status
         413
         """
-        path = request.path
-        infer = routes.INFER_PATH.match(path) if request.method == "POST" else None
-        if request.method == "GET" and path == "/metrics":
+        route, model = self._route(request.method, request.target)
+        if route == METRICS_ROUTE:
             return Reply(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(self.registry))
-        # Inference, nearly all the traffic, is recognised by one pattern; the rest go through the route table.
-        route = "infer" if infer is not None else routes.match(request.method, path)
         if route is None:
-            return self._refuse(404, "route", f"no route {path[:200]}; this endpoint answers V2 inference only")
+            return self._refuse(404, "route", f"no route {request.path[:200]}; this endpoint answers V2 inference only")
         if route == routes.METHOD_NOT_ALLOWED:
-            return self._refuse(405, "route", f"{request.method} is not allowed on {path[:200]}")
+            return self._refuse(405, "route", f"{request.method} is not allowed on {request.path[:200]}")
         if request.oversized:
             return self._refuse(413, "too_large", f"request body over {self.max_body} bytes")
         if self.in_flight >= self.max_in_flight:
             return self._refuse(503, "overloaded", f"more than {self.max_in_flight} requests in flight; retry", True)
-        self.in_flight += 1
-        try:
-            return await self._forward(request, infer["model"] if infer is not None else None)
-        finally:
-            self.in_flight -= 1
+        return self._forward(request, model)
 
-    async def _forward(self, request: Request, model: str | None) -> Reply:
-        """Forward ``request``; for an inference (``model`` is its model's name), measure and sample it."""
+    def _route(self, method: str, target: bytes) -> tuple[str | None, str | None]:
+        """The route's name (None: no route) and, for an inference, the model's name; remembered per target.
+
+        Clients repeat a handful of targets, so matching is remembered; anonymous ones can send
+        any number, so what is remembered is bounded (:data:`ROUTE_CACHE_SIZE`, then forgotten).
+
+        >>> Sidecar("http://127.0.0.1:8080")._route("POST", b"/v2/models/digits/infer")
+        ('infer', 'digits')
+        """
+        found = self._routes.get((method, target))
+        if found is None:
+            path = target.partition(b"?")[0].decode("latin-1")
+            infer = routes.INFER_PATH.match(path) if method == "POST" else None
+            if infer is not None:  # nearly all the traffic: one pattern, before the route table
+                found = ("infer", infer["model"])
+            else:
+                found = (METRICS_ROUTE if method == "GET" and path == "/metrics" else routes.match(method, path), None)
+            if len(self._routes) >= ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[(method, target)] = found
+        return found
+
+    def _forward(self, request: Request, model: str | None) -> Later:
+        """Forward ``request``; for an inference (``model`` is its model's name), measure and sample it.
+
+        No coroutine and no future: the upstream pool calls back from its connection's read,
+        and the reply goes on to the client's connection in that same call.
+        """
+        replied = Later()
         started = time.perf_counter()
         body, headers = request.body, request.headers
         self.metrics.request_bytes.observe(len(body))
         if body and request.header(b"content-type") is None and request.header(INFER_HEADER_LENGTH) is None:
             headers = [*headers, (b"content-type", b"application/json")]  # V2's default encoding
+
+        def done(outcome: Reply | Exception) -> None:
+            self.in_flight -= 1
+            try:
+                reply = self._measure(request, model, outcome, time.perf_counter() - started)
+            except Exception:  # a bug here is one 500, not a client left waiting
+                log.exception("measuring %s %r failed", request.method, request.target)
+                reply = error_reply(500, "the sidecar failed on this request; see its log")
+            replied.resolve(reply)  # goes nowhere if the client went away; the answer is still counted
+
+        self.in_flight += 1
         try:
-            reply = await self.upstream.send(request.method, request.target, headers, body)
-        except TimeoutError:
+            self.upstream.forward(request.method, request.target, headers, body, done)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        return replied
+
+    def _measure(self, request: Request, model: str | None, outcome: Reply | Exception, elapsed: float) -> Reply:
+        """The reply to send for an upstream outcome, recorded in the metrics (and sampled)."""
+        if isinstance(outcome, Reply):
+            reply = outcome
+        elif isinstance(outcome, TimeoutError):
             reply = self._refuse(504, "upstream_timeout", f"model server did not answer within {self.timeout:g}s")
-        except UpstreamUnreachable as err:
-            reply = self._refuse(502, "upstream_unreachable", f"model server unreachable: {err}")
-        except UpstreamInvalidReply as err:
-            reply = self._refuse(502, "upstream_invalid", f"model server sent an invalid reply: {err}")
-        elapsed = time.perf_counter() - started
+        elif isinstance(outcome, UpstreamUnreachable):
+            reply = self._refuse(502, "upstream_unreachable", f"model server unreachable: {outcome}")
+        elif isinstance(outcome, UpstreamInvalidReply):
+            reply = self._refuse(502, "upstream_invalid", f"model server sent an invalid reply: {outcome}")
+        else:  # nothing else is raised upstream; were it, the server did not answer properly
+            reply = self._refuse(502, "upstream_invalid", f"model server sent an invalid reply: {outcome!r}")
         if model is not None:
             # A 502/504 made here carries no version header: it counts against the version
             # that model last served, which is what failed to answer.
@@ -159,14 +213,46 @@ class Sidecar:
             requests.inc()
             self.forwarded += 1
             if reply.status == 200 and self.forwarded % self.sample_every == 0:
-                # Decoded in a thread, not awaited: sampling never delays the response.
-                asyncio.get_running_loop().run_in_executor(
-                    None, _sample, self.sink, self.metrics, labels, request, reply
-                )
+                self._sample(labels, request, reply)
         self.metrics.response_bytes.observe(len(reply.body))
         return reply
 
-    def _series(self, labels: tuple[str, str, str], status: int) -> tuple[Histogram, Counter]:
+    def _sample(self, labels: tuple[str, str, str], request: Request, reply: Reply) -> None:
+        """Queue one request/reply pair for the sink: small ones decoded in batches on the loop, large ones in a thread.
+
+        A thread hop per sample (queue, wake-up, the result posted back to the loop) cost
+        more CPU than decoding a small JSON body. Decoding :data:`SAMPLE_BATCH` pairs in one
+        pass, after a reply is sent, costs less than one at a time: the decoder's code is
+        warm for all but the first. At low traffic a timer sends what waits within
+        :data:`SAMPLE_FLUSH_S`. A large body is decoded in a thread, not awaited.
+        """
+        if len(request.body) + len(reply.body) > INLINE_SAMPLE_BYTES:
+            asyncio.get_running_loop().run_in_executor(None, _sample, self.sink, self.metrics, labels, request, reply)
+            return
+        self._pending_samples.append((labels, request, reply))
+        if len(self._pending_samples) >= SAMPLE_BATCH:
+            self.flush_samples()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(SAMPLE_FLUSH_S, self.flush_samples)
+
+    def flush_samples(self) -> int:
+        """Decode the sampled pairs that wait into the sink now; returns how many pairs were decoded.
+
+        >>> Sidecar("http://127.0.0.1:8080").flush_samples()
+        0
+        """
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        pending, self._pending_samples = self._pending_samples, []
+        for labels, request, reply in pending:
+            try:
+                _sample(self.sink, self.metrics, labels, request, reply)
+            except Exception:  # a body the sink cannot take is not sampled; the replies went out long ago
+                log.warning("could not sample an inference of %s", labels[0], exc_info=True)
+        return len(pending)
+
+    def _series(self, labels: tuple[str, str, str], status: int) -> tuple[HistogramChild, CounterChild]:
         """The labelled duration and request series, looked up once: ``labels()`` costs more than a dict."""
         series = self._labelled.get((labels, status))
         if series is None:
@@ -208,6 +294,7 @@ class Sidecar:
         deadline = time.monotonic() + self.timeout
         while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self.flush_samples()
         await self.upstream.close()
 
     def run(self, port: int, host: str = "127.0.0.1") -> None:
@@ -283,13 +370,18 @@ def _labels(model: str, reply: Reply, last_served: dict[str, tuple[str, str]]) -
     they are labelled with the version that model last served, which is what an error ratio
     by version needs. A model the server never confirmed is ``unknown``, so labels stay bounded.
     """
-    version, alias = reply.header(b"x-pruneops-version"), reply.header(b"x-pruneops-alias") or b"unknown"
+    version = reply.header(b"x-pruneops-version")
     if version is not None:
-        served = last_served[model] = (version.decode("latin-1"), alias.decode("latin-1"))
+        served = last_served[model] = _served(version, reply.header(b"x-pruneops-alias") or b"unknown")
         return (model, *served)
     if model in last_served:
         return (model, *last_served[model])
     return ("unknown", "unknown", "unknown")
+
+
+@functools.lru_cache(maxsize=256)  # the server's versions and aliases: a handful, decoded once each
+def _served(version: bytes, alias: bytes) -> tuple[str, str]:
+    return version.decode("latin-1"), alias.decode("latin-1")
 
 
 def _sample(sink: Sink, metrics: RequestMetrics, labels: tuple[str, str, str], request: Request, reply: Reply) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from pruneops.serving.http1 import (
+    Later,
     Reply,
     Request,
     UpstreamInvalidReply,
@@ -279,3 +282,105 @@ def test_unreachable_and_timeout() -> None:
 def test_upstream_url_must_be_plain_http() -> None:
     with pytest.raises(ValueError, match="http://HOST:PORT"):
         UpstreamPool("https://model:8443", timeout=1)
+
+
+def test_timeout_is_given_within_the_sweep_period() -> None:
+    """Deadlines are checked by one sweep per pool (a quarter of the timeout), not a timer per request."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    async def send(pool: UpstreamPool) -> None:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(pool.send("GET", b"/", [], b"") for _ in range(3)), return_exceptions=True)
+        waited = asyncio.get_running_loop().time() - started
+        assert all(isinstance(result, TimeoutError) for result in results)
+        assert 0.4 <= waited < 0.4 + 0.1 + 0.2  # the timeout, at most one sweep period (0.1 s), scheduling slack
+        assert not pool.busy and not pool.idle
+
+    upstream_test(silent, send, timeout=0.4)
+
+
+def test_forward_calls_back_once_with_the_reply() -> None:
+    async def send(pool: UpstreamPool) -> None:
+        outcomes: list[Reply | Exception] = []
+        done = asyncio.Event()
+
+        def record(outcome: Reply | Exception) -> None:
+            outcomes.append(outcome)
+            done.set()
+
+        pool.forward("POST", b"/a", [(b"content-type", b"application/json")], b"{}", record)
+        await done.wait()
+        await asyncio.sleep(0.05)  # nothing more arrives
+        assert len(outcomes) == 1 and isinstance(outcomes[0], Reply) and outcomes[0].body == b"ok"
+        assert len(pool.idle) == 1
+
+    upstream_test(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), send)
+
+
+def test_bytes_after_a_reply_are_not_trusted() -> None:
+    """A server that sends more than its reply (here after a HEAD reply's head) loses the connection."""
+
+    async def send(pool: UpstreamPool) -> None:
+        head = await pool.send("HEAD", b"/", [], b"")
+        assert (head.status, head.body) == (200, b"")
+        assert not pool.idle  # the stray body was seen: the connection is not reused
+
+    upstream_test(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"), send)
+
+
+def test_a_reply_given_later_is_written_in_order() -> None:
+    """A handler may return a Later and resolve it from a callback; pipelined replies keep their order."""
+
+    def later_handler(request: Request) -> Reply | Later:
+        if request.path != "/later":
+            return Reply(200, [], b"now")
+        later = Later()
+        asyncio.get_running_loop().call_later(0.1, later.resolve, Reply(200, [], b"later"))
+        return later
+
+    async def main() -> None:
+        server = await start_server(later_handler, "127.0.0.1", 0, max_body=100)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\nGET /now HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_reply(reader))[1] == b"later"
+        assert (await read_reply(reader))[1] == b"now"
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_lost_client_cancels_what_it_waited_for() -> None:
+    cancelled = asyncio.Event()
+
+    def waits_forever(request: Request) -> Later:
+        return Later(on_cancel=cancelled.set)
+
+    async def main() -> None:
+        server = await start_server(waits_forever, "127.0.0.1", 0, max_body=100)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.05)
+        # A reset, not a half-close: after a FIN the client may still read its reply, so it is still waited for.
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+        await asyncio.wait_for(cancelled.wait(), timeout=5)
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_one_sweep_closes_many_idle_connections() -> None:
+    """Idle deadlines of every connection are checked by the server's one sweep."""
+
+    async def main() -> None:
+        server = await start_server(echo, "127.0.0.1", 0, max_body=100, idle_timeout=0.3)
+        port = server.sockets[0].getsockname()[1]
+        clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+        for reader, _writer in clients:
+            assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # closed by the server
+        server.close()
+
+    asyncio.run(main())

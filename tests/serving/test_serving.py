@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pruneops.registry import Registry
+from pruneops.serving.sidecar import SAMPLE_FLUSH_S
 from pruneops.webhooks import sign
 from tests.serving.conftest import SECRET, Stack
 
@@ -182,7 +183,7 @@ def test_sidecar_metrics_after_known_traffic(stack: Stack) -> None:
     )
     assert grew == 9
     key = ("pruneops_sampled_rows_total", frozenset({("model", "digits")}))
-    deadline = time.monotonic() + 5  # sampling runs in a thread after the response
+    deadline = time.monotonic() + SAMPLE_FLUSH_S + 10  # sampled pairs are decoded in batches, after the replies
     while scrape(stack.sidecar)[key] < 7 * len(DIGITS) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert scrape(stack.sidecar)[key] >= 7 * len(DIGITS)  # every request sampled here (--sample-every 1)
@@ -300,12 +301,13 @@ def test_drift_samples_binary_extension_requests(stack: Stack) -> None:
     tensor = triton.InferInput("x", list(DIGITS.shape), "FP32")
     tensor.set_data_from_numpy(DIGITS, binary_data=True)
     key = ("pruneops_sampled_rows_total", frozenset({("model", "digits")}))
+    time.sleep(SAMPLE_FLUSH_S + 0.5)  # samples of earlier tests still waiting to be decoded land first
     before = scrape(stack.sidecar).get(key, 0)
     for _ in range(3):
         result = client.infer("digits", [tensor], outputs=[triton.InferRequestedOutput(
             client.get_model_metadata("digits")["outputs"][0]["name"], binary_data=True)])  # fmt: skip
         assert result.as_numpy(result.get_response()["outputs"][0]["name"]).shape == (len(DIGITS), 10)
-    deadline = time.monotonic() + 5  # sampling runs in a thread after the response
+    deadline = time.monotonic() + SAMPLE_FLUSH_S + 10  # sampled pairs are decoded in batches, after the replies
     while scrape(stack.sidecar).get(key, 0) - before < 3 * len(DIGITS) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert scrape(stack.sidecar)[key] - before == 3 * len(DIGITS)
