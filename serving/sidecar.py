@@ -115,6 +115,9 @@ class Sidecar:
         self.forwarded = 0
         # model -> (version, alias) it last served; only names the server confirmed, so bounded.
         self.last_served: dict[str, tuple[str, str]] = {}
+        # The unlabelled size series, looked up once.
+        self._request_bytes = self.metrics.request_bytes.labels()
+        self._response_bytes = self.metrics.response_bytes.labels()
         self._routes: dict[tuple[str, bytes], tuple[str | None, str | None]] = {}
         self._pending_samples: list[tuple[tuple[str, str, str], Request, Reply]] = []
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -171,7 +174,7 @@ class Sidecar:
         replied = Later()
         started = time.perf_counter()
         body, headers = request.body, request.headers
-        self.metrics.request_bytes.observe(len(body))
+        self._request_bytes.observe(len(body))
         if body and request.header(b"content-type") is None and request.header(INFER_HEADER_LENGTH) is None:
             headers = [*headers, (b"content-type", b"application/json")]  # V2's default encoding
 
@@ -214,7 +217,7 @@ class Sidecar:
             self.forwarded += 1
             if reply.status == 200 and self.forwarded % self.sample_every == 0:
                 self._sample(labels, request, reply)
-        self.metrics.response_bytes.observe(len(reply.body))
+        self._response_bytes.observe(len(reply.body))
         return reply
 
     def _sample(self, labels: tuple[str, str, str], request: Request, reply: Reply) -> None:
@@ -245,11 +248,14 @@ class Sidecar:
             self._flush_timer.cancel()
             self._flush_timer = None
         pending, self._pending_samples = self._pending_samples, []
+        rows: dict[str, int] = {}  # per model: one counter update per batch, not per pair
         for labels, request, reply in pending:
             try:
-                _sample(self.sink, self.metrics, labels, request, reply)
+                rows[labels[0]] = rows.get(labels[0], 0) + _decode(self.sink, labels, request, reply)
             except Exception:  # a body the sink cannot take is not sampled; the replies went out long ago
                 log.warning("could not sample an inference of %s", labels[0], exc_info=True)
+        for model, count in rows.items():
+            self.metrics.sampled_rows.labels(model=model).inc(count)
         return len(pending)
 
     def _series(self, labels: tuple[str, str, str], status: int) -> tuple[HistogramChild, CounterChild]:
@@ -385,12 +391,20 @@ def _served(version: bytes, alias: bytes) -> tuple[str, str]:
 
 
 def _sample(sink: Sink, metrics: RequestMetrics, labels: tuple[str, str, str], request: Request, reply: Reply) -> None:
-    """Decode a V2 request/response pair, JSON or binary extension, into rows; a non-V2 body is skipped."""
+    """Decode one pair into the sink and count its rows (in a thread, for a large body)."""
+    metrics.sampled_rows.labels(model=labels[0]).inc(_decode(sink, labels, request, reply))
+
+
+def _decode(sink: Sink, labels: tuple[str, str, str], request: Request, reply: Reply) -> int:
+    """Decode a V2 request/response pair, JSON or binary extension, into the sink; returns the rows it took.
+
+    A body that is not V2 is skipped (0 rows).
+    """
     inputs = first_tensor(request.body, _header_length(request.header(INFER_HEADER_LENGTH)), "inputs")
     if inputs is None:
-        return
+        return 0
     outputs = first_tensor(reply.body, _header_length(reply.header(INFER_HEADER_LENGTH)), "outputs")
-    metrics.sampled_rows.labels(model=labels[0]).inc(sink(labels, inputs, outputs))
+    return sink(labels, inputs, outputs)
 
 
 def _header_length(value: bytes | None) -> int | None:
