@@ -858,6 +858,7 @@ class _UpstreamConnection(asyncio.Protocol):
         exchange, self.current = self.current, None
         if isinstance(outcome, Exception) or self.framed_by_close:
             self.close()
+        self._new_reply()  # an idle connection holds no reply: a large body would stay alive with it
         if exchange is not None:
             self.pool._finished(self, exchange, outcome)
 

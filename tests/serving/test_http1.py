@@ -319,6 +319,18 @@ def test_forward_calls_back_once_with_the_reply() -> None:
     upstream_test(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), send)
 
 
+def test_an_idle_connection_holds_no_reply() -> None:
+    """The pool keeps connections, not what they carried: a large reply is freed once handed on."""
+
+    async def send(pool: UpstreamPool) -> None:
+        reply = await pool.send("GET", b"/", [], b"")
+        assert len(reply.body) == 1_000_000 and len(pool.idle) == 1
+        idle = pool.idle[0]
+        assert (idle.chunks, idle.headers, idle.size) == ([], [], 0)
+
+    upstream_test(canned(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000), send)
+
+
 def test_bytes_after_a_reply_are_not_trusted() -> None:
     """A server that sends more than its reply (here after a HEAD reply's head) loses the connection."""
 
