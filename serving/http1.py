@@ -31,11 +31,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import httptools
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Headers = list[tuple[bytes, bytes]]  # names lower-cased when parsed, as HTTP/2 and ASGI servers do
 # Hop-by-hop headers (RFC 9110 7.6.1) and the framing both sides set for themselves.
@@ -218,6 +219,38 @@ class ConnectionLimits:
     idle_timeout: float = 75.0
 
 
+class _Sweep(Generic[T]):
+    """One timer for many deadlines: every ``period`` seconds, while anything is watched, ``check`` each item.
+
+    Used for the server's connections (header, body and idle deadlines) and for the upstream
+    pool's exchanges (``--timeout``): a timer per connection woke an idle process for each of
+    its keep-alive connections, and one armed and cancelled per request cost more than the rest
+    of an exchange's bookkeeping. A deadline is noticed within ``period`` of passing.
+    """
+
+    def __init__(self, period: float, check: Callable[[T], object]) -> None:
+        self.period, self.check = period, check
+        self.items: set[T] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, item: T, loop: asyncio.AbstractEventLoop) -> None:
+        """Check ``item`` at each sweep until it is forgotten."""
+        self.items.add(item)
+        if self._timer is None:
+            self._timer = loop.call_later(self.period, self._run, loop)
+
+    def forget(self, item: T) -> None:
+        """Stop checking ``item``."""
+        self.items.discard(item)
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        for item in list(self.items):
+            self.check(item)
+        if self.items:
+            self._timer = loop.call_later(self.period, self._run, loop)
+
+
 @dataclass
 class _Shared:
     """State all connections of one server share."""
@@ -228,27 +261,12 @@ class _Shared:
     connections: int = 0
     buffered: int = 0
     peak: int = 0  # most bytes buffered since the budget last drained to zero
-    live: set[_Connection] = field(default_factory=set)  # connections whose deadlines the sweep checks
-    sweeper: asyncio.TimerHandle | None = None
+    sweep: _Sweep[_Connection] = field(init=False)  # the connections' deadlines, at half the shortest
 
-    def watch(self, connection: _Connection, loop: asyncio.AbstractEventLoop) -> None:
-        """Check ``connection``'s deadlines from now on (until it is lost)."""
-        self.live.add(connection)
-        if self.sweeper is None:
-            self.sweeper = loop.call_later(self._period(), self._sweep, loop)
-
-    def _period(self) -> float:
+    def __post_init__(self) -> None:
         limits = self.limits
-        return max(0.1, min(limits.header_timeout, limits.body_timeout, limits.idle_timeout) / 2)
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        # One timer for the whole server, not one per connection: 50 idle keep-alive
-        # connections woke the process 10 times a second, each wake-up a cold run of Python.
-        self.sweeper = None
-        for connection in list(self.live):
-            connection.check_deadline()
-        if self.live:
-            self.sweeper = loop.call_later(self._period(), self._sweep, loop)
+        period = max(0.1, min(limits.header_timeout, limits.body_timeout, limits.idle_timeout) / 2)
+        self.sweep = _Sweep(period, _Connection.check_deadline)
 
     def hold(self, count: int) -> None:
         self.buffered += count
@@ -349,7 +367,7 @@ class _Connection(asyncio.Protocol):
         self.shared.connections += 1
         self.counted = True
         self._enter(_IDLE)
-        self.shared.watch(self, self.loop)
+        self.shared.sweep.watch(self, self.loop)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -379,7 +397,7 @@ class _Connection(asyncio.Protocol):
         if self.counted:
             self.shared.connections -= 1
             self.counted = False
-        self.shared.live.discard(self)
+        self.shared.sweep.forget(self)
         if self.pending is not None:
             self.pending.cancel()  # nobody is left to read the reply
 
@@ -528,7 +546,7 @@ class _Connection(asyncio.Protocol):
             self.held -= count
             self.shared.release(count)
 
-    # -- deadlines: the server's sweep (_Shared.watch) calls check_deadline at half the shortest
+    # -- deadlines: the server's sweep (_Shared.sweep) calls check_deadline at half the shortest
     # deadline (no timer per request or per connection); it checks what the connection waits for.
     def _enter(self, phase: str) -> None:
         self.phase, self.phase_since = phase, self.loop.time()
@@ -606,8 +624,9 @@ class UpstreamPool:
         self.authority = parts.netloc.encode()
         self.timeout, self.max_idle, self.max_reply = timeout, max_idle, max_reply
         self.idle: list[_UpstreamConnection] = []
-        self.busy: set[_UpstreamConnection] = set()  # exchanges under way, whose deadlines the sweep checks
-        self._sweeper: asyncio.TimerHandle | None = None
+        # Exchanges under way, their deadlines checked at a quarter of the timeout (at most 1 s):
+        # a reply is given up on between ``timeout`` and ``timeout`` plus that period.
+        self.sweep: _Sweep[_UpstreamConnection] = _Sweep(max(0.02, min(1.0, timeout / 4)), _check_exchange)
         self._connecting: set[asyncio.Task[None]] = set()
 
     def forward(self, method: str, target: bytes, headers: Headers, body: bytes | bytearray, done: Done) -> None:
@@ -692,32 +711,9 @@ class UpstreamPool:
         else:
             connection.exchange(exchange, reused=False)
 
-    def _watch(self, connection: _UpstreamConnection) -> None:
-        """Check the deadline of ``connection``'s exchange until it ends.
-
-        One sweep for the pool, at a quarter of the timeout (at most 1 s): a timer armed and
-        cancelled per request cost more than the rest of the exchange's bookkeeping. So a
-        reply is given up on between ``timeout`` and ``timeout`` plus that period.
-        """
-        self.busy.add(connection)
-        if self._sweeper is None:
-            self._sweeper = connection.loop.call_later(self._period(), self._sweep, connection.loop)
-
-    def _period(self) -> float:
-        return max(0.02, min(1.0, self.timeout / 4))
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._sweeper = None
-        now = time.monotonic()
-        for connection in list(self.busy):
-            if connection.current is not None and connection.current.deadline <= now:
-                connection.time_out()
-        if self.busy:
-            self._sweeper = loop.call_later(self._period(), self._sweep, loop)
-
     def _finished(self, connection: _UpstreamConnection, exchange: _Exchange, outcome: Reply | Exception) -> None:
         """Called by a connection when its exchange ends: keep or close it, retry or tell the caller."""
-        self.busy.discard(connection)
+        self.sweep.forget(connection)
         if connection.reusable and len(self.idle) < self.max_idle:
             self.idle.append(connection)
         else:
@@ -763,7 +759,7 @@ class _UpstreamConnection(asyncio.Protocol):
         else:
             self.transport.write(exchange.message)
             self.transport.write(exchange.body)  # a large body is not copied again
-        self.pool._watch(self)
+        self.pool.sweep.watch(self, self.loop)
 
     def close(self) -> None:
         """Close the connection (an exchange still under way fails)."""
@@ -787,9 +783,7 @@ class _UpstreamConnection(asyncio.Protocol):
             self._record(UpstreamInvalidReply(f"{type(err).__name__}: {err}"))
         except httptools.HttpParserUpgrade:
             self._record(UpstreamInvalidReply("the server switched protocols"))
-        if self.outcome is not None:  # handed on here, not inside the parser: the pool may reuse this connection
-            outcome, self.outcome = self.outcome, None
-            self._end(outcome)
+        self._end()  # here, not inside the parser: the pool may reuse this connection at once
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -800,9 +794,7 @@ class _UpstreamConnection(asyncio.Protocol):
                 self.outcome = _ClosedUnanswered("the server closed the connection without answering")
             else:
                 self.outcome = UpstreamInvalidReply("the reply was cut short")
-        if self.outcome is not None:
-            outcome, self.outcome = self.outcome, None
-            self._end(outcome)
+        self._end()
         self.parser = _CLOSED_PARSER  # no reference cycle through the parser (see _Connection)
 
     # -- httptools callbacks: they only record; data_received hands the outcome on
@@ -853,8 +845,11 @@ class _UpstreamConnection(asyncio.Protocol):
         if isinstance(outcome, Exception):
             self.keep_alive = False
 
-    def _end(self, outcome: Reply | Exception) -> None:
-        """Hand the outcome of the exchange under way to the pool, once; a failed one closes the connection."""
+    def _end(self) -> None:
+        """Hand the recorded outcome of the exchange under way to the pool, once; a failed one closes the connection."""
+        outcome, self.outcome = self.outcome, None
+        if outcome is None:
+            return  # the reply is not complete yet
         exchange, self.current = self.current, None
         if isinstance(outcome, Exception) or self.framed_by_close:
             self.close()
@@ -864,4 +859,11 @@ class _UpstreamConnection(asyncio.Protocol):
 
     def time_out(self) -> None:
         """Give up on the exchange under way (its deadline passed): TimeoutError, and the connection closes."""
-        self._end(TimeoutError())
+        self._record(TimeoutError())
+        self._end()
+
+
+def _check_exchange(connection: _UpstreamConnection) -> None:
+    """The pool's sweep: time out ``connection``'s exchange if its deadline passed."""
+    if connection.current is not None and connection.current.deadline <= time.monotonic():
+        connection.time_out()

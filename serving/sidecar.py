@@ -53,7 +53,6 @@ from pruneops.serving.http1 import (
     Later,
     Reply,
     Request,
-    UpstreamInvalidReply,
     UpstreamPool,
     UpstreamUnreachable,
     error_reply,
@@ -203,10 +202,8 @@ class Sidecar:
             reply = self._refuse(504, "upstream_timeout", f"model server did not answer within {self.timeout:g}s")
         elif isinstance(outcome, UpstreamUnreachable):
             reply = self._refuse(502, "upstream_unreachable", f"model server unreachable: {outcome}")
-        elif isinstance(outcome, UpstreamInvalidReply):
+        else:  # UpstreamInvalidReply; nothing else is raised upstream, and were it, the server did not answer properly
             reply = self._refuse(502, "upstream_invalid", f"model server sent an invalid reply: {outcome}")
-        else:  # nothing else is raised upstream; were it, the server did not answer properly
-            reply = self._refuse(502, "upstream_invalid", f"model server sent an invalid reply: {outcome!r}")
         if model is not None:
             # A 502/504 made here carries no version header: it counts against the version
             # that model last served, which is what failed to answer.

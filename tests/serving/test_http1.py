@@ -296,7 +296,7 @@ def test_timeout_is_given_within_the_sweep_period() -> None:
         waited = asyncio.get_running_loop().time() - started
         assert all(isinstance(result, TimeoutError) for result in results)
         assert 0.4 <= waited < 0.4 + 0.1 + 0.2  # the timeout, at most one sweep period (0.1 s), scheduling slack
-        assert not pool.busy and not pool.idle
+        assert not pool.sweep.items and not pool.idle
 
     upstream_test(silent, send, timeout=0.4)
 
