@@ -45,11 +45,9 @@ class SampleWindow:
         """Append one row per batch item (flattened); returns the rows added."""
         with self.lock:
             self.added += len(inputs)
-            for row in inputs.reshape(len(inputs), -1):
-                self.inputs.append(row.astype(np.float32, copy=False))
+            _append_rows(self.inputs, inputs)
             if outputs is not None:
-                for row in outputs.reshape(len(outputs), -1):
-                    self.outputs.append(row.astype(np.float32, copy=False))
+                _append_rows(self.outputs, outputs)
         return len(inputs)
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
@@ -58,3 +56,19 @@ class SampleWindow:
             ins = np.stack(list(self.inputs)) if self.inputs else np.empty((0, 0), np.float32)
             outs = np.stack(list(self.outputs)) if self.outputs else np.empty((0, 0), np.float32)
         return ins, outs
+
+
+def _append_rows(window: deque[np.ndarray], batch: np.ndarray) -> None:
+    """Append each batch item of ``batch`` to ``window`` as a flat float32 row.
+
+    Rows are taken by index: iterating a numpy array ends in an IndexError that numpy formats
+    a message for, which cost more than the rest of sampling a small request.
+
+    >>> window: deque[np.ndarray] = deque()
+    >>> _append_rows(window, np.ones((2, 2, 2)))
+    >>> [row.shape for row in window]
+    [(4,), (4,)]
+    """
+    rows = batch.reshape(len(batch), -1).astype(np.float32, copy=False)
+    for index in range(len(rows)):
+        window.append(rows[index])

@@ -208,7 +208,7 @@ class Sidecar:
             # A 502/504 made here carries no version header: it counts against the version
             # that model last served, which is what failed to answer.
             labels = _labels(model, reply, self.last_served)
-            duration, requests = self._series(labels, reply.status)
+            duration, requests = self._labelled.get((labels, reply.status)) or self._series(labels, reply.status)
             duration.observe(elapsed)
             requests.inc()
             self.forwarded += 1
@@ -256,11 +256,11 @@ class Sidecar:
         return len(pending)
 
     def _series(self, labels: tuple[str, str, str], status: int) -> tuple[HistogramChild, CounterChild]:
-        """The labelled duration and request series, looked up once: ``labels()`` costs more than a dict."""
-        series = self._labelled.get((labels, status))
-        if series is None:
-            series = (self.metrics.duration.labels(*labels), self.metrics.requests.labels(*labels, str(status)))
-            self._labelled[(labels, status)] = series
+        """The labelled duration and request series, remembered: ``labels()`` costs more than a dict."""
+        series = self._labelled[(labels, status)] = (
+            self.metrics.duration.labels(*labels),
+            self.metrics.requests.labels(*labels, str(status)),
+        )
         return series
 
     def _refuse(self, status: int, reason: str, message: str, retry: bool = False) -> Reply:

@@ -4,7 +4,9 @@ V2's binary extension (tritonclient's default) sends a JSON header of
 ``Inference-Header-Content-Length`` bytes, then each tensor's raw little-endian bytes in
 order, sized by its ``parameters.binary_data_size``. The sidecar samples both encodings for
 drift; anything it cannot read exactly (a size that does not match the shape, an unknown
-datatype, ``BYTES``) is ``None``, never a guess.
+datatype, ``BYTES``) is ``None``, never a guess. JSON is parsed with orjson, several times
+faster than the standard library's parser on arrays of floats; like JSON itself it refuses
+``NaN`` and ``Infinity``, so a body holding them is not sampled.
 
 >>> import json, numpy as np
 >>> header = json.dumps({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
@@ -18,10 +20,10 @@ datatype, ``BYTES``) is ``None``, never a guess.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
+import orjson
 
 #: V2 datatypes with a fixed width, as little-endian numpy types.
 DATATYPES = {
@@ -45,10 +47,10 @@ def first_tensor(body: bytes | bytearray, header_length: int | None, part: str) 
     """
     try:
         if header_length is None:
-            return _tensor(json.loads(body)[part][0], memoryview(b""))
+            return _tensor(orjson.loads(body)[part][0], memoryview(b""))
         if header_length < 0 or header_length > len(body):
             return None
-        header = json.loads(bytes(body[:header_length]))
+        header = orjson.loads(memoryview(body)[:header_length])
         return _tensor(header[part][0], memoryview(body)[header_length:])
     except (ValueError, KeyError, IndexError, TypeError):
         return None

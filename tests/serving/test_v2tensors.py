@@ -55,3 +55,17 @@ def test_json_and_non_v2_bodies() -> None:
     assert first_tensor(b'{"inputs": [{"shape": [1, 2], "data": [1, 2]}]}', None, "inputs").tolist() == [[1.0, 2.0]]
     assert first_tensor(b"not json", None, "inputs") is None
     assert first_tensor(b'{"inputs": []}', None, "inputs") is None
+
+
+def test_json_data_decodes_as_the_standard_parser_does() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 5)).tolist()
+    for data in (values, [x for row in values for x in row]):  # nested and flattened, both V2
+        body = json.dumps({"inputs": [{"name": "x", "shape": [3, 5], "datatype": "FP32", "data": data}]}).encode()
+        np.testing.assert_array_equal(first_tensor(bytearray(body), None, "inputs"),
+                                      np.asarray(values, dtype=np.float32))  # fmt: skip
+
+
+def test_nan_and_infinity_are_not_json_so_not_sampled() -> None:
+    assert first_tensor(b'{"inputs": [{"shape": [2], "data": [NaN, 1]}]}', None, "inputs") is None
+    assert first_tensor(b'{"inputs": [{"shape": [1], "data": [Infinity]}]}', None, "inputs") is None
