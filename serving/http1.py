@@ -45,6 +45,11 @@ HOP_HEADERS = frozenset(
      b"content-length", b"host", b"expect"}
 )  # fmt: skip
 MAX_HEADER_BYTES = 64 * 1024
+# A head still incomplete after this many bytes is refused (431) without waiting for its end:
+# httptools holds a header line until it ends, so an endless line would grow without bound.
+# The head limit plus one read of uvloop's (256 KiB), the most a chunk can add that belongs to
+# the requests before this one.
+MAX_HEAD_BUFFERED = MAX_HEADER_BYTES + 256 * 1024
 MAX_PIPELINED = 16  # queued requests per connection before it stops reading
 DRAINED_AFTER = 8 * 1024 * 1024  # a burst this large calls on_drained when it is over
 
@@ -355,7 +360,7 @@ class _Connection(asyncio.Protocol):
         self.held = 0  # body bytes this connection holds in the shared budget
         self.phase, self.phase_since = _IDLE, 0.0
         # The request being parsed; on_message_begin resets all but the body, which _dispatch hands on.
-        self.target, self.header_bytes = b"", 0
+        self.target, self.header_bytes, self.head_buffered = b"", 0, 0
         self.headers: Headers = []
         self.fields: dict[bytes, bytes] = {}  # the first value of each header name
         self.body = bytearray()
@@ -387,6 +392,10 @@ class _Connection(asyncio.Protocol):
             self.closing = True  # answered as a plain request (RFC 9110 allows it); the parser stops here
         except httptools.HttpParserError as err:
             self._final(error_reply(400, f"malformed HTTP request: {err}"))
+        if self.phase is _HEADERS and not self.closing:  # a head still incomplete: count what it may hold
+            self.head_buffered += len(data)
+            if self.head_buffered > MAX_HEAD_BUFFERED:
+                self._final(error_reply(431, f"request headers over {MAX_HEADER_BYTES} bytes"))
 
     def eof_received(self) -> bool | None:
         if self.answering is None and not self.queue:
@@ -412,7 +421,7 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
-        self.target, self.header_bytes = b"", 0
+        self.target, self.header_bytes, self.head_buffered = b"", 0, 0
         self.headers, self.fields = [], {}
         self.size, self.oversized = 0, False
         self.phase, self.phase_since = _HEADERS, self.loop.time()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from pruneops.serving import http1
 from pruneops.serving.http1 import (
     Later,
     Reply,
@@ -118,6 +120,26 @@ def test_bad_requests_get_an_error_then_close(request_bytes: bytes, status: byte
         line, body = await read_reply(reader)
         assert line.split(b" ")[1] == status and body.startswith(b'{"error": ')
         assert await reader.read() == b""
+
+    with_server(scenario)
+
+
+def test_an_endless_header_line_is_refused_before_it_ends() -> None:
+    """httptools holds a header line until its end: the server refuses one that never ends (memory bound)."""
+
+    async def scenario(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        reply = asyncio.ensure_future(read_reply(reader))
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while not reply.done() and sent < 16 * 1024 * 1024:  # never a line end
+                writer.write(b"a" * 65536)
+                sent += 65536
+                await writer.drain()
+                await asyncio.sleep(0.01)  # the server reads each chunk before the next
+        line, body = await reply
+        assert line.split(b" ")[1] == b"431" and body.startswith(b'{"error": ')
+        assert sent <= http1.MAX_HEAD_BUFFERED + 1024 * 1024  # refused early, not at the line's end
 
     with_server(scenario)
 
