@@ -12,7 +12,14 @@ Runtime) and four peers or proxies:
 
 Then it drives ``--clients`` keep-alive connections (V2 JSON, batch 1) in rounds that visit
 every path in rotating order, so all see the same machine conditions, and reads each
-front process's CPU (user + system, from /proc) per request it answered.
+front process's CPU (user + system, the scheduler's run time from /proc) per request it answered.
+
+``--compare-tree DIR`` adds a sixth path, ``before``: the same sidecar run from another
+version's code, for a before/after comparison in one interleaved run. Build DIR from a
+checkout of that version: ``git worktree add /tmp/old COMMIT`` then
+``python -c "import sys; sys.path.insert(0, 'scripts'); import package_tree, pathlib;
+package_tree.build(pathlib.Path('/tmp/old'), pathlib.Path('/tmp/old-tree'))"``. That run
+is written to ``serving_overhead_before_after.json``.
 
 Two kinds of load:
 
@@ -136,9 +143,20 @@ def result_load(rate: float | None) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used (Linux /proc), to divide by the requests it forwarded."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU a process has used (Linux /proc), to divide by the requests it forwarded.
+
+    Read from the scheduler's per-thread run time (``/proc/PID/task/*/schedstat``, in
+    nanoseconds) where the kernel keeps it: ``/proc/PID/stat``'s user and system times are
+    sampled at the clock tick (10 ms here), which at 0.1-0.2 ms per request left each round's
+    figure a few dozen ticks and ratios ±10% apart between runs. Threads alive at both reads
+    are counted; every process measured here keeps its threads for its lifetime.
+    """
+    tasks = Path(f"/proc/{pid}/task")
+    try:
+        return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
+    except (FileNotFoundError, ValueError, IndexError):  # no schedstat (CONFIG_SCHED_INFO off): clock ticks
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 #: ``direct``: ``pruneops serve``; ``kserve``: the peer server (benchmarks/kserve_peer.py) on the
@@ -193,14 +211,16 @@ def compare(
     the noise, and their median is robust to one disturbed round), and each proxy's CPU per
     forwarded request (user + system, the kernel's loopback work included).
     """
-    samples: dict[str, list[float]] = {name: [] for name in PATHS}
-    errors = dict.fromkeys(PATHS, 0)
-    round_p50: dict[str, list[float]] = {name: [] for name in PATHS}
-    round_p99: dict[str, list[float]] = {name: [] for name in PATHS}
+    paths = tuple(ports)  # PATHS, and ``before`` with --compare-tree
+    proxies = tuple(name for name in paths if name not in ("direct", "kserve"))
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    errors = dict.fromkeys(paths, 0)
+    round_p50: dict[str, list[float]] = {name: [] for name in paths}
+    round_p99: dict[str, list[float]] = {name: [] for name in paths}
     cpu = dict.fromkeys(pids, 0.0)
     for index in range(args.rounds):
-        turn = index % len(PATHS)
-        for name in PATHS[turn:] + PATHS[:turn]:  # each path takes every place in the order in turn
+        turn = index % len(paths)
+        for name in paths[turn:] + paths[:turn]:  # each path takes every place in the order in turn
             cpu_before = cpu_seconds(pids[name]) if name in pids else 0.0
             latencies, failed = asyncio.run(round_of(ports[name], args.clients, args.seconds, rate))
             if name in pids:
@@ -212,9 +232,9 @@ def compare(
             round_p99[name].append(float(np.percentile(latencies, 99)) * 1000)
     seconds = args.rounds * args.seconds
     result: dict[str, Any] = {"load": result_load(rate)}
-    for name in PATHS:
+    for name in paths:
         result[name] = stats(samples[name], seconds) | {"errors": errors[name]}
-    for name in PROXIES:
+    for name in proxies:
         added: dict[str, Any] = {}
         for key in ("p50", "p90", "p99"):
             added[f"added_{key}_ms"] = result[name][f"{key}_ms"] - result["direct"][f"{key}_ms"]
@@ -236,7 +256,35 @@ def compare(
         "added_p50_ms_minus_nginx": result["sidecar_vs_direct"]["added_p50_ms_median_of_rounds"]
         - result["nginx_vs_direct"]["added_p50_ms_median_of_rounds"],
     }
+    if "before" in per_request:  # --compare-tree: the same sidecar options, another version's code
+        result["sidecar_vs_before"] = {
+            "cpu_ratio": per_request["sidecar"] / per_request["before"],
+            "before_vs_nginx_cpu_ratio": per_request["before"] / per_request["nginx"],
+        }
     return result
+
+
+def tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """``env`` with ``tree`` (a package tree of another pruneops version) first on the import path.
+
+    PYTHONSAFEPATH keeps ``python -m`` from putting the working directory first, where this
+    repository's ``pruneops/`` would win; the check fails loudly rather than measure this version twice.
+    """
+    with_tree = {**env, "PYTHONPATH": str(tree.resolve()), "PYTHONSAFEPATH": "1"}
+    where = subprocess.run([sys.executable, "-c", "import pruneops.serving.sidecar as m; print(m.__file__)"],
+                           env=with_tree, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    if not where.startswith(str(tree.resolve())):
+        raise SystemExit(f"--compare-tree {tree}: the sidecar would still come from {where}")
+    return with_tree
+
+
+def start_sidecar(
+    cli: list[str], env: dict[str, str], upstream: int, port: int, args: argparse.Namespace
+) -> subprocess.Popen[bytes]:
+    """``pruneops sidecar`` on ``port`` in front of the server on ``upstream``, as the benchmark runs it."""
+    command = [*cli, "sidecar", "--upstream", f"http://127.0.0.1:{upstream}", "--port", str(port),
+               "--max-in-flight", str(args.clients * 2), "--drift-interval", str(args.drift_interval)]  # fmt: skip
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -246,6 +294,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--compare-tree", type=Path, default=None,
+                        help="a package tree of another pruneops version (scripts/package_tree.py): its sidecar "
+                        "runs as path 'before' and the result goes to serving_overhead_before_after.json")  # fmt: skip
     parser.add_argument("--drift-interval", type=float, default=0.0,
                         help="the sidecar's drift worker; 0 (default) measures the proxy alone")  # fmt: skip
     args = parser.parse_args()
@@ -253,15 +304,15 @@ def main() -> None:
     env = {**os.environ, "PRUNEOPS_HOME": home, "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     subprocess.run([sys.executable, "-m", "pruneops.cli", "init-demo"], env=env, check=True, capture_output=True)
-    ports = {name: free_port() for name in PATHS}
+    ports = {name: free_port() for name in PATHS + (("before",) if args.compare_tree else ())}
     onnx = next(Path(home).rglob("model.onnx"))  # v1 of the demo model, as the registry holds it
     cli = [sys.executable, "-m", "pruneops.cli"]
     server = subprocess.Popen([*cli, "serve", "--model", "digits", "--port", str(ports["direct"])], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    sidecar = subprocess.Popen([*cli, "sidecar", "--upstream", f"http://127.0.0.1:{ports['direct']}",
-                                "--port", str(ports["sidecar"]), "--max-in-flight", str(args.clients * 2),
-                                "--drift-interval", str(args.drift_interval)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    sidecars = {"sidecar": start_sidecar(cli, env, ports["direct"], ports["sidecar"], args)}
+    if args.compare_tree:
+        before_env = tree_env(env, args.compare_tree)
+        sidecars["before"] = start_sidecar(cli, before_env, ports["direct"], ports["before"], args)
     bare = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_proxy.py")),
                              f"http://127.0.0.1:{ports['direct']}", str(ports["bare"])], env=env)  # fmt: skip
     peer = subprocess.Popen([sys.executable, str(Path(__file__).with_name("kserve_peer.py")), str(onnx),
@@ -272,10 +323,12 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{ports['direct']}/v2/health/ready", server, timeout=120)
         wait_http(f"http://127.0.0.1:{ports['kserve']}/v2/health/ready", peer, timeout=120)
         wait_http(f"http://127.0.0.1:{ports['nginx']}/v2/health/ready", nginx, timeout=60)
-        wait_http(f"http://127.0.0.1:{ports['sidecar']}/metrics", sidecar, timeout=120)
+        for name, process in sidecars.items():
+            wait_http(f"http://127.0.0.1:{ports[name]}/metrics", process, timeout=120)
         wait_http(f"http://127.0.0.1:{ports['bare']}/v2/health/ready", bare, timeout=60)
-        pids = {"direct": server.pid, "kserve": peer.pid, "sidecar": sidecar.pid, "nginx": nginx.pid, "bare": bare.pid}
-        for name in PATHS:  # warm up every path
+        pids = {"direct": server.pid, "kserve": peer.pid, "nginx": nginx.pid, "bare": bare.pid}
+        pids |= {name: process.pid for name, process in sidecars.items()}
+        for name in ports:  # warm up every path
             asyncio.run(round_of(ports[name], args.clients, 2.0, None))
         result: dict[str, Any] = {
             "benchmark": "serving_overhead",
@@ -286,14 +339,18 @@ def main() -> None:
             "platform": platform.platform(),
             "model": "digits CNN (ONNX Runtime CPU), batch 1, V2 JSON",
             "sidecar_drift_interval_s": args.drift_interval,
+            "cpu_source": "scheduler run time (/proc/PID/task/*/schedstat)",
             "fixed_rate": [compare(ports, args, rate, pids) for rate in args.rates],
             "closed_loop": compare(ports, args, None, pids),
         }
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "serving_overhead.json").write_text(json.dumps(result, indent=2))
+        if args.compare_tree:
+            result["before_tree"] = str(args.compare_tree)
+        name = "serving_overhead_before_after.json" if args.compare_tree else "serving_overhead.json"
+        (args.out / name).write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
     finally:
-        for process in (nginx, peer, bare, sidecar, server):
+        for process in (nginx, peer, bare, *sidecars.values(), server):
             process.terminate()
             process.wait(timeout=20)
 
