@@ -298,7 +298,9 @@ def trigger_cmd(
             time.sleep(poll_interval)
     import uvicorn
 
-    uvicorn.run(create_app(parsed, launcher, state), host=host, port=port, log_level="info")
+    from pruneops.uvicorn_limits import http_protocol
+
+    uvicorn.run(create_app(parsed, launcher, state), host=host, port=port, log_level="info", http=http_protocol())
 
 
 @app.command("retry")
@@ -483,6 +485,7 @@ def controller_cmd(
 
     from pruneops.monitoring.controller import TOKEN_ENV, Controller, create_app
     from pruneops.monitoring.prom import PromQuery
+    from pruneops.uvicorn_limits import http_protocol
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     controller = Controller(model, PromQuery(prometheus), interval=interval, namespace=namespace or None)
@@ -490,7 +493,7 @@ def controller_cmd(
     for name in model:
         controller.analyse_once(name)  # export the registry state before the first scrape
     controller.run()
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=http_protocol())
 
 
 @app.command("drift-service")
@@ -512,12 +515,13 @@ def drift_service_cmd(
     from prometheus_client import CollectorRegistry
 
     from pruneops.monitoring.drift_service import TOKEN_ENV, DriftService, create_app
+    from pruneops.uvicorn_limits import http_protocol
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = DriftService(CollectorRegistry(), max_models=max_models, interval=interval, every_rows=drift_rows,
                            min_rows=drift_min_rows)  # fmt: skip
     app = create_app(service, os.environ.get(TOKEN_ENV, ""))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=http_protocol())
 
 
 @app.command("compile")

@@ -392,6 +392,7 @@ def serve(
     import uvicorn
 
     from pruneops.serving.app import create_app
+    from pruneops.uvicorn_limits import http_protocol
 
     started = time.monotonic()
     model = RegistryModel(name, Registry(), ServerMetrics(), alias, canary, shadow, device, max_batch)
@@ -414,6 +415,7 @@ def serve(
         limit_concurrency=max_connections,
         timeout_keep_alive=65,  # longer than the sidecar's pool keeps idle connections
         h11_max_incomplete_event_size=64 * 1024,
+        http=http_protocol(),  # httptools with a bound on request heads (uvicorn has none there)
     )
     try:
         uvicorn.Server(config).run()

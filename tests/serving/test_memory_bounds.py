@@ -36,6 +36,36 @@ def test_server_counts_chunked_bodies_against_the_limit(stack: Stack) -> None:
     assert served_version(stack.server) == stack.versions["baseline"]
 
 
+def endless_header_line(url: str, limit: int = 50 * MIB) -> tuple[int, bytes]:
+    """Send a request head whose last header line never ends, until the peer refuses it or
+    ``limit`` bytes went out; the bytes sent and the start of what came back."""
+    host, port = url.removeprefix("http://").split(":")
+    sent, reply = 0, b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sock.setblocking(False)
+        with contextlib.suppress(ConnectionError):
+            while sent < limit and not reply:
+                with contextlib.suppress(BlockingIOError):
+                    reply = sock.recv(200)
+                    if not reply:
+                        break  # closed without a reply
+                with contextlib.suppress(BlockingIOError):
+                    sent += sock.send(b"a" * 65536)
+                time.sleep(0.002)
+    return sent, reply
+
+
+@pytest.mark.parametrize("process", ["server", "sidecar"])
+def test_an_endless_header_line_is_refused_early(stack: Stack, process: str) -> None:
+    """httptools holds a header line until it ends: both processes refuse a head past 320 KiB."""
+    with RssWatch(getattr(stack, f"{process}_pid")) as watch:
+        sent, reply = endless_header_line(getattr(stack, process))
+    assert sent < 8 * MIB, f"{process} read {sent / MIB:.0f} MiB of one header line without refusing it"
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 431"), reply  # 431, or the reset that can overtake it
+    assert watch.grew < 24, f"an endless header line grew the {process} by {watch.grew:.0f} MiB"
+
+
 def test_server_webhook_body_is_capped_before_its_signature_is_checked(stack: Stack) -> None:
     with RssWatch(stack.server_pid) as watch:
         reply = httpx.post(f"{stack.server}/webhooks/mlflow", content=stream(50 * MIB), headers=JSON, timeout=120)
