@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import functools
 
-#: A head still incomplete after this many bytes is refused: 64 KiB of headers (the sidecar's
-#: limit too) plus one 256 KiB read, the most a chunk can add that belongs to earlier requests.
+#: A head still incomplete after this many bytes is refused, here and by the sidecar
+#: (``serving/http1.py``): 64 KiB of headers (the sidecar's limit on a complete head) plus one
+#: 256 KiB read, the most a chunk can add that belongs to earlier requests.
 MAX_HEAD_BYTES = 64 * 1024 + 256 * 1024
 
 _REFUSAL = b"request headers too large"

@@ -35,6 +35,10 @@ from typing import Any, Generic, TypeVar, cast
 
 import httptools
 
+# A head still incomplete after MAX_HEAD_BYTES is refused (431) without waiting for its end:
+# httptools holds a header line until it ends. The same bound as uvicorn's entry points.
+from pruneops.uvicorn_limits import MAX_HEAD_BYTES
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -45,11 +49,6 @@ HOP_HEADERS = frozenset(
      b"content-length", b"host", b"expect"}
 )  # fmt: skip
 MAX_HEADER_BYTES = 64 * 1024
-# A head still incomplete after this many bytes is refused (431) without waiting for its end:
-# httptools holds a header line until it ends, so an endless line would grow without bound.
-# The head limit plus one read of uvloop's (256 KiB), the most a chunk can add that belongs to
-# the requests before this one.
-MAX_HEAD_BUFFERED = MAX_HEADER_BYTES + 256 * 1024
 MAX_PIPELINED = 16  # queued requests per connection before it stops reading
 DRAINED_AFTER = 8 * 1024 * 1024  # a burst this large calls on_drained when it is over
 
@@ -394,7 +393,7 @@ class _Connection(asyncio.Protocol):
             self._final(error_reply(400, f"malformed HTTP request: {err}"))
         if self.phase is _HEADERS and not self.closing:  # a head still incomplete: count what it may hold
             self.head_buffered += len(data)
-            if self.head_buffered > MAX_HEAD_BUFFERED:
+            if self.head_buffered > MAX_HEAD_BYTES:
                 self._final(error_reply(431, f"request headers over {MAX_HEADER_BYTES} bytes"))
 
     def eof_received(self) -> bool | None:
@@ -865,7 +864,7 @@ class _UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.status and self.outcome is None:  # not a 1xx, and not a reply already ended at its head
             self.keep_alive = self.parser.should_keep_alive()
-            self.outcome = Reply(self.status, self.headers, b"".join(self.chunks), self.fields)
+            self.outcome = self._reply()
 
     # -- ending an exchange
     def _reply(self) -> Reply:
