@@ -8,11 +8,17 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# PRUNEOPS_COMPILE=1: the wheel's sidecar hot path is compiled to C by mypyc (scripts/build_backend.py),
+# which needs a C compiler here; the final image gets the built extensions, not the compiler.
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PRUNEOPS_COMPILE=1
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc=4:12.* libc6-dev=2.36-* \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/pruneops
 ENV PATH=/opt/pruneops/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml setup.py constraints.txt README.md ./
+COPY scripts/build_backend.py scripts/package_tree.py scripts/
 COPY pruneops/ pruneops/
 COPY components/ components/
 COPY pipelines/ pipelines/

@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: venv tools demo test test-fast check format clean bench chart-files chart-readme
+.PHONY: venv tools compiler demo test test-fast check format clean bench chart-files chart-readme
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,17 @@ $(CHECKOV): constraints-checkov.txt
 tools:  ## Prometheus, promtool, Alertmanager, amtool into ./.tools/bin (Debian's packages, no root)
 	TOOLS=$(TOOLS) scripts/monitoring-tools
 
+# A C compiler for the compiled wheel's tests (tests/packaging/test_compiled_wheel.py, which skip without one).
+compiler:  ## gcc, from apt-get when missing and run as root
+	@command -v cc >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -q --no-install-recommends gcc libc6-dev >/dev/null 2>&1 \
+	       || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends gcc libc6-dev >/dev/null; }; }; } \
+	  || echo "no C compiler and no root apt-get: the compiled-wheel tests will skip (apt-get install gcc)"
+
 demo: $(STAMP) tools  ## set up and run the embedded demo (state in ./.pruneops)
 	$(BIN)/pruneops demo
 
-test: $(STAMP) $(CHECKOV) tools  ## set up and run every test that this machine can run
+test: $(STAMP) $(CHECKOV) tools compiler  ## set up and run every test that this machine can run
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit tests only
