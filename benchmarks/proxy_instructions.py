@@ -10,15 +10,18 @@ instruction the process ran in user space in that window (Python, uvloop, httpto
 libc; nginx's own code), divided by the requests; the kernel's share (the system calls,
 the same for all three, ``serving_overhead.py`` says) is not counted.
 
-``--compare-tree DIR`` also counts the sidecar run from another version's code (a package
-tree, as for ``serving_overhead.py --compare-tree``), as ``before``.
+``sidecar`` is the sidecar as the container images ship it, its hot path compiled by mypyc
+(built first, or taken from ``--compiled-site DIR``: see ``serving_overhead.py``);
+``sidecar_python`` is the same code run as Python source. ``--compare-tree DIR`` also counts
+the sidecar run from another version's code (a package tree, as for ``serving_overhead.py
+--compare-tree``), as ``before``.
 
 What it cannot say: time. Python's instructions run slower than nginx's (more cache misses
 per instruction), so the CPU-time ratio in ``serving_overhead.json`` is the one the issue's
 goal reads; this one shows where a change moved the work.
 
 Run: ``.venv/bin/python benchmarks/proxy_instructions.py`` (needs ``valgrind`` and ``nginx``:
-``apt-get install valgrind nginx-light``; about 3 minutes). Writes
+``apt-get install valgrind nginx-light``; about 4 minutes). Writes
 ``benchmarks/results/proxy_instructions.json``.
 """
 
@@ -38,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's benchmarks
-from benchmarks.serving_overhead import NGINX_CONF, round_of, tree_env
+from benchmarks.serving_overhead import NGINX_CONF, round_of, sidecar_envs
 from pruneops.monitoring.localstack import free_port, wait_http
 
 RESULTS = Path(__file__).parent / "results"
-PROXIES = ("sidecar", "nginx", "bare")
+PROXIES = ("sidecar", "sidecar_python", "nginx", "bare")  # sidecar: compiled, as the images ship it
 CLIENTS = 10
 
 
@@ -86,6 +89,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--compare-tree", type=Path, default=None, help="another version's package tree")
+    parser.add_argument("--compiled-site", type=Path, default=None, help="a compiled wheel already installed there")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -100,6 +104,7 @@ def main() -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     cli = [sys.executable, "-m", "pruneops.cli"]
     subprocess.run([*cli, "init-demo"], env=env, check=True, capture_output=True)
+    envs = {"nginx": env, "bare": env} | sidecar_envs(env, args, home)
     proxies = (*PROXIES, "before") if args.compare_tree else PROXIES
     ports = {name: free_port() for name in ("direct", *proxies)}
     upstream = f"http://127.0.0.1:{ports['direct']}"
@@ -108,9 +113,9 @@ def main() -> None:
     conf = home / "nginx.conf"
     conf.write_text(NGINX_CONF.format(home=home, upstream=ports["direct"], port=ports["nginx"]))
     commands = {
-        # "before" is the same command, run with another version's code first on the import path.
+        # The sidecars are one command, each run with its own code first on the import path (envs).
         name: [*cli, "sidecar", "--upstream", upstream, "--port", str(ports.get(name)), "--drift-interval", "0"]
-        for name in ("sidecar", "before")
+        for name in ("sidecar", "sidecar_python", "before")
     } | {
         "nginx": [nginx, "-p", str(home), "-c", str(conf), "-e", f"{home}/nginx-error.log"],
         "bare": [sys.executable, str(Path(__file__).with_name("bare_proxy.py")), upstream, str(ports["bare"])],
@@ -130,8 +135,7 @@ def main() -> None:
     try:
         wait_http(f"{upstream}/v2/health/ready", server, timeout=120)
         for name in proxies:  # one at a time: each gets the machine to itself under callgrind
-            proxy_env = tree_env(env, args.compare_tree) if name == "before" and args.compare_tree else env
-            proxy = under_callgrind(commands[name], dump_dir, proxy_env)
+            proxy = under_callgrind(commands[name], dump_dir, envs[name])
             try:
                 wait_http(f"http://127.0.0.1:{ports[name]}/v2/health/ready", proxy, timeout=300)
                 count = instructions_per_request(name, proxy.pid, ports[name], dump_dir, args.requests, args.rate)
@@ -146,6 +150,8 @@ def main() -> None:
     counts = result["instructions_per_request"]
     result["sidecar_vs_nginx"] = counts["sidecar"] / counts["nginx"]
     result["sidecar_vs_bare"] = counts["sidecar"] / counts["bare"]
+    result["sidecar_python_vs_nginx"] = counts["sidecar_python"] / counts["nginx"]
+    result["sidecar_vs_sidecar_python"] = counts["sidecar"] / counts["sidecar_python"]
     if args.compare_tree:
         result["before_tree"] = str(args.compare_tree)
         result["sidecar_vs_before"] = counts["sidecar"] / counts["before"]

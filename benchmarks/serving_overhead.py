@@ -5,7 +5,10 @@ Runtime) and four peers or proxies:
 
 - ``kserve``: a plain ``kserve.Model`` + ONNX Runtime server on the same ONNX file
   (``benchmarks/kserve_peer.py``), what a team would write instead of ``pruneops serve``;
-- ``sidecar``: ``pruneops sidecar`` in front of the model server;
+- ``sidecar``: ``pruneops sidecar`` in front of the model server, as the container images ship it:
+  its hot path compiled by mypyc (a ``PRUNEOPS_COMPILE=1`` wheel, which the benchmark builds
+  first with ``scripts/compiled_site.py``, about 25 s, or takes from ``--compiled-site DIR``);
+- ``sidecar_python``: the same sidecar run as Python source (this checkout's editable install);
 - ``nginx``: Debian's nginx as a plain reverse proxy in front of it (one worker, keep-alive
   upstream, no access log): the proxy a team would put there instead;
 - ``bare``: ``benchmarks/bare_proxy.py``, the floor for any Python hop.
@@ -14,7 +17,7 @@ Then it drives ``--clients`` keep-alive connections (V2 JSON, batch 1) in rounds
 every path in rotating order, so all see the same machine conditions, and reads each
 front process's CPU (user + system, the scheduler's run time from /proc) per request it answered.
 
-``--compare-tree DIR`` adds a sixth path, ``before``: the same sidecar run from another
+``--compare-tree DIR`` adds a seventh path, ``before``: the same sidecar run from another
 version's code, for a before/after comparison in one interleaved run. Build DIR from a
 checkout of that version: ``git worktree add /tmp/old COMMIT`` then
 ``python -c "import sys; sys.path.insert(0, 'scripts'); import package_tree, pathlib;
@@ -41,11 +44,12 @@ measures with it.
 
 Goals (issue 19): ``pruneops serve`` at >= 0.9x the peer's closed-loop requests/s
 (``server_vs_kserve``), and the sidecar at <= 2x nginx's CPU per request with an added p50
-no more than nginx's + 0.3 ms (``sidecar_vs_nginx``).
+no more than nginx's + 0.3 ms (``sidecar_vs_nginx``; ``sidecar_python_vs_nginx`` is the
+uncompiled sidecar's ratio, ``sidecar_vs_sidecar_python`` what compiling saves).
 
 Run: ``.venv/bin/python benchmarks/serving_overhead.py`` (needs ``nginx``: ``apt-get install
-nginx-light``; about 8 minutes). On 2 cores the load generator, the servers and the proxies
-share the CPUs, which the figures include.
+nginx-light``, and a C compiler for the compiled wheel; about 11 minutes). On 2 cores the load
+generator, the servers and the proxies share the CPUs, which the figures include.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ from typing import Any
 import numpy as np
 
 from pruneops.monitoring.localstack import free_port, wait_http
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import compiled_site
 
 RESULTS = Path(__file__).parent / "results"
 BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}).encode()
@@ -160,9 +167,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 #: ``direct``: ``pruneops serve``; ``kserve``: the peer server (benchmarks/kserve_peer.py) on the
-#: same ONNX file; ``sidecar``, ``nginx`` and ``bare``: proxies in front of ``direct``.
-PATHS = ("direct", "kserve", "sidecar", "nginx", "bare")
-PROXIES = ("sidecar", "nginx", "bare")
+#: same ONNX file; ``sidecar`` (compiled), ``sidecar_python``, ``nginx`` and ``bare``: proxies in front of ``direct``.
+PATHS = ("direct", "kserve", "sidecar", "sidecar_python", "nginx", "bare")
 
 NGINX_CONF = """daemon off;
 master_process off;
@@ -251,11 +257,13 @@ def compare(
         "cpu_ratio": per_request["direct"] / per_request["kserve"],
         "p99_ratio": result["direct"]["p99_ms"] / result["kserve"]["p99_ms"],
     }
-    result["sidecar_vs_nginx"] = {
-        "cpu_ratio": per_request["sidecar"] / per_request["nginx"],
-        "added_p50_ms_minus_nginx": result["sidecar_vs_direct"]["added_p50_ms_median_of_rounds"]
-        - result["nginx_vs_direct"]["added_p50_ms_median_of_rounds"],
-    }
+    for sidecar in ("sidecar", "sidecar_python"):
+        result[f"{sidecar}_vs_nginx"] = {
+            "cpu_ratio": per_request[sidecar] / per_request["nginx"],
+            "added_p50_ms_minus_nginx": result[f"{sidecar}_vs_direct"]["added_p50_ms_median_of_rounds"]
+            - result["nginx_vs_direct"]["added_p50_ms_median_of_rounds"],
+        }
+    result["sidecar_vs_sidecar_python"] = {"cpu_ratio": per_request["sidecar"] / per_request["sidecar_python"]}
     if "before" in per_request:  # --compare-tree: the same sidecar options, another version's code
         result["sidecar_vs_before"] = {
             "cpu_ratio": per_request["sidecar"] / per_request["before"],
@@ -264,18 +272,27 @@ def compare(
     return result
 
 
-def tree_env(env: dict[str, str], tree: Path) -> dict[str, str]:
-    """``env`` with ``tree`` (a package tree of another pruneops version) first on the import path.
+def sidecar_envs(env: dict[str, str], args: argparse.Namespace, home: Path) -> dict[str, dict[str, str]]:
+    """Each sidecar's environment: ``sidecar`` from the compiled wheel, ``sidecar_python`` from this
+    checkout, ``before`` (with ``--compare-tree``) from another version's package tree.
 
-    PYTHONSAFEPATH keeps ``python -m`` from putting the working directory first, where this
-    repository's ``pruneops/`` would win; the check fails loudly rather than measure this version twice.
+    Each is checked: a sidecar that would import its code from elsewhere stops the benchmark
+    rather than measure one version twice.
     """
-    with_tree = {**env, "PYTHONPATH": str(tree.resolve()), "PYTHONSAFEPATH": "1"}
-    where = subprocess.run([sys.executable, "-c", "import pruneops.serving.sidecar as m; print(m.__file__)"],
-                           env=with_tree, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    if not where.startswith(str(tree.resolve())):
-        raise SystemExit(f"--compare-tree {tree}: the sidecar would still come from {where}")
-    return with_tree
+    site = args.compiled_site or compiled_site.build(home / "compiled")
+    envs = {"sidecar": checked_env(env, site, compiled_site.compiled_modules(), ".so"), "sidecar_python": env}
+    if args.compare_tree:
+        envs["before"] = checked_env(env, args.compare_tree, ("pruneops.serving.sidecar",), ".py")
+    return envs
+
+
+def checked_env(env: dict[str, str], site: Path, modules: tuple[str, ...], suffix: str) -> dict[str, str]:
+    """``env`` importing pruneops from ``site``, once ``modules`` are seen to load from there as ``suffix`` files."""
+    with_site = compiled_site.site_env(env, site)
+    for name, file in compiled_site.module_files(with_site, modules).items():
+        if not (file.startswith(str(site.resolve())) and file.endswith(suffix)):
+            raise SystemExit(f"{site}: {name} would come from {file}")
+    return with_site
 
 
 def start_sidecar(
@@ -297,6 +314,8 @@ def main() -> None:
     parser.add_argument("--compare-tree", type=Path, default=None,
                         help="a package tree of another pruneops version (scripts/package_tree.py): its sidecar "
                         "runs as path 'before' and the result goes to serving_overhead_before_after.json")  # fmt: skip
+    parser.add_argument("--compiled-site", type=Path, default=None,
+                        help="a compiled wheel installed there (scripts/compiled_site.py), not built anew")  # fmt: skip
     parser.add_argument("--drift-interval", type=float, default=0.0,
                         help="the sidecar's drift worker; 0 (default) measures the proxy alone")  # fmt: skip
     args = parser.parse_args()
@@ -305,14 +324,12 @@ def main() -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     subprocess.run([sys.executable, "-m", "pruneops.cli", "init-demo"], env=env, check=True, capture_output=True)
     ports = {name: free_port() for name in PATHS + (("before",) if args.compare_tree else ())}
+    envs = sidecar_envs(env, args, Path(home))
     onnx = next(Path(home).rglob("model.onnx"))  # v1 of the demo model, as the registry holds it
     cli = [sys.executable, "-m", "pruneops.cli"]
     server = subprocess.Popen([*cli, "serve", "--model", "digits", "--port", str(ports["direct"])], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    sidecars = {"sidecar": start_sidecar(cli, env, ports["direct"], ports["sidecar"], args)}
-    if args.compare_tree:
-        before_env = tree_env(env, args.compare_tree)
-        sidecars["before"] = start_sidecar(cli, before_env, ports["direct"], ports["before"], args)
+    sidecars = {name: start_sidecar(cli, envs[name], ports["direct"], ports[name], args) for name in envs}
     bare = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_proxy.py")),
                              f"http://127.0.0.1:{ports['direct']}", str(ports["bare"])], env=env)  # fmt: skip
     peer = subprocess.Popen([sys.executable, str(Path(__file__).with_name("kserve_peer.py")), str(onnx),
@@ -344,6 +361,8 @@ def main() -> None:
             "closed_loop": compare(ports, args, None, pids),
         }
         args.out.mkdir(parents=True, exist_ok=True)
+        result["sidecar_build"] = {"sidecar": "mypyc-compiled wheel (PRUNEOPS_COMPILE=1)",
+                                   "sidecar_python": "Python source (editable install)"}  # fmt: skip
         if args.compare_tree:
             result["before_tree"] = str(args.compare_tree)
         name = "serving_overhead_before_after.json" if args.compare_tree else "serving_overhead.json"
