@@ -31,15 +31,14 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("cc") is None, reason=NO_COMPILER),
     pytest.mark.skipif(not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists(), reason=NO_HEADERS),
 ]
-#: The sidecar's tests, run again against the compiled modules: framing, limits, memory bounds, the
-#: attacks and the V2 conformance through it (with the real server), its metrics.
+#: Every test that runs the sidecar, run again against the compiled modules: its framing, limits,
+#: memory bounds, the attacks and V2 conformance through it (tests/serving), its metrics, the
+#: drift service it ships samples to, and the closed loop it feeds (about 3 minutes).
 SIDECAR_TESTS = (
-    "tests/serving/test_http1.py",
-    "tests/serving/test_sidecar_limits.py",
-    "tests/serving/test_memory_bounds.py",
-    "tests/serving/test_attacks.py",
-    "tests/serving/test_serving.py",
+    "tests/serving",
     "tests/monitoring/test_loop_metrics.py",
+    "tests/monitoring/test_drift_service.py",
+    "tests/monitoring/test_closed_loop.py",
 )
 
 
