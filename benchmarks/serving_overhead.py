@@ -289,9 +289,8 @@ def sidecar_envs(env: dict[str, str], args: argparse.Namespace, home: Path) -> d
 def checked_env(env: dict[str, str], site: Path, modules: tuple[str, ...], suffix: str) -> dict[str, str]:
     """``env`` importing pruneops from ``site``, once ``modules`` are seen to load from there as ``suffix`` files."""
     with_site = compiled_site.site_env(env, site)
-    for name, file in compiled_site.module_files(with_site, modules).items():
-        if not (file.startswith(str(site.resolve())) and file.endswith(suffix)):
-            raise SystemExit(f"{site}: {name} would come from {file}")
+    if stray := compiled_site.strays(with_site, site, modules, suffix):
+        raise SystemExit(f"{site}: " + ", ".join(f"{name} would come from {file}" for name, file in stray.items()))
     return with_site
 
 

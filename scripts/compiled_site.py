@@ -66,6 +66,17 @@ def module_files(env: dict[str, str], modules: tuple[str, ...]) -> dict[str, str
     return dict(zip(modules, out.stdout.split(), strict=True))
 
 
+def strays(env: dict[str, str], site: Path, modules: tuple[str, ...], suffix: str) -> dict[str, str]:
+    """Those of ``modules`` that a process with ``env`` does not import from ``site`` as ``suffix`` files.
+
+    >>> strays(dict(os.environ), Path("/opt/site"), ("json",), ".py")["json"].endswith("json/__init__.py")
+    True
+    """
+    root = str(site.resolve())
+    return {name: file for name, file in module_files(env, modules).items()
+            if not (file.startswith(root) and file.endswith(suffix))}  # fmt: skip
+
+
 def compiled_modules() -> tuple[str, ...]:
     """The installed names of build_backend.COMPILED.
 

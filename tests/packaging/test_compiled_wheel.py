@@ -42,11 +42,15 @@ SIDECAR_TESTS = (
 )
 
 
+def build_stage(dockerfile: Path) -> str:
+    """The build stage's instructions: the text after the first FROM, up to the second."""
+    return dockerfile.read_text().split("\nFROM ")[1]
+
+
 def build_stage_copies(dockerfile: Path) -> list[str]:
     """The sources of the build stage's ``COPY`` instructions (the build context it reads)."""
-    stage = dockerfile.read_text().split("\nFROM ")[1]  # the text after the first FROM, up to the second
     sources: list[str] = []
-    for line in stage.splitlines():
+    for line in build_stage(dockerfile).splitlines():
         if line.startswith("COPY ") and "--from" not in line:
             sources += line.split()[1:-1]
     return sources
@@ -70,20 +74,18 @@ def test_both_dockerfiles_build_the_compiled_wheel() -> None:
     cpu, gpu = ROOT / "Dockerfile", ROOT / "Dockerfile.gpu"
     assert build_stage_copies(cpu) == build_stage_copies(gpu)
     for dockerfile in (cpu, gpu):
-        stage = dockerfile.read_text().split("\nFROM ")[1]
+        stage = build_stage(dockerfile)
         assert re.search(r"^ENV .*\bPRUNEOPS_COMPILE=1\b", stage, re.MULTILINE), dockerfile.name
         assert re.search(r"apt-get install .*\bgcc=", stage, re.DOTALL), f"{dockerfile.name}: mypyc needs a C compiler"
 
 
 def test_the_hot_path_is_imported_compiled_from_the_wheel(site: Path) -> None:
-    files = compiled_site.module_files(compiled_site.site_env(dict(os.environ), site), compiled_site.compiled_modules())
-    for name, file in files.items():
-        assert file.startswith(str(site.resolve())), f"{name} came from {file}, not the compiled wheel"
-        assert file.endswith(".so"), f"{name} is not compiled: {file}"
-    assert len(build_backend.COMPILED) == len(files) == 3
+    env = compiled_site.site_env(dict(os.environ), site)
+    compiled = compiled_site.compiled_modules()
+    assert len(build_backend.COMPILED) == len(compiled) == 3
+    assert compiled_site.strays(env, site, compiled, ".so") == {}, "not compiled, or not from the wheel"
     # The pure modules beside them are the wheel's source, untouched.
-    plain = compiled_site.module_files(compiled_site.site_env(dict(os.environ), site), ("pruneops.serving.v2tensors",))
-    assert plain["pruneops.serving.v2tensors"].endswith("v2tensors.py")
+    assert compiled_site.strays(env, site, ("pruneops.serving.v2tensors",), ".py") == {}
 
 
 def test_the_sidecar_tests_pass_against_the_compiled_modules(site: Path) -> None:
